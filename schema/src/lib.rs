@@ -1,0 +1,22 @@
+//! The config/snapshot schema shared by the gateway and the control plane.
+//!
+//! A [`Snapshot`] is everything a gateway enforces: providers (with *references* to their
+//! secrets, never the secrets), routes, projects and their virtual-key digests. The control
+//! plane compiles one after every change; the gateway's standalone mode reads the same shape
+//! from a YAML file. [`Snapshot::validate`] checks every cross-field rule once, at the edge, so
+//! the hot path never re-validates. This crate has no Pingora and no SQL in it.
+
+pub mod key;
+pub mod secret;
+pub mod slug;
+pub mod snapshot;
+mod validate;
+
+pub use key::{KeyDigest, MintedKey};
+pub use secret::{Secret, SecretRef, SecretResolveError};
+pub use slug::{Slug, SlugError};
+pub use snapshot::{
+    KeySpec, ModelPattern, ProjectSpec, ProviderKind, ProviderSpec, RouteSpec, Snapshot,
+    DEFAULT_MAX_REQUEST_BYTES,
+};
+pub use validate::{SchemaError, ValidationErrors};

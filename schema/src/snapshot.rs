@@ -1,0 +1,188 @@
+//! The snapshot: everything a gateway enforces, in one serialisable value.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{KeyDigest, SecretRef, Slug};
+
+/// The default request-body cap: 10 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 10 * 1024 * 1024;
+
+fn default_max_request_bytes() -> u64 {
+    DEFAULT_MAX_REQUEST_BYTES
+}
+
+/// Everything a gateway enforces. Unknown fields are rejected so a typo never silently
+/// disables a rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Grows with every change the control plane commits; 0 in standalone files.
+    #[serde(default)]
+    pub version: u64,
+    /// Global request-body cap in bytes; a project may only lower it.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// Upstream LLM providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+    /// The model route table for the OpenAI-compatible `/v1` surface, matched in order.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Tenants and their virtual keys.
+    #[serde(default)]
+    pub projects: Vec<ProjectSpec>,
+}
+
+/// The wire protocol a provider speaks, which decides how its key is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI: `Authorization: Bearer <key>`.
+    Openai,
+    /// Anthropic: `x-api-key: <key>` and `anthropic-version` when the client sent none.
+    Anthropic,
+    /// Any OpenAI-compatible server (vLLM, Ollama, Groq, ...): `Authorization: Bearer <key>`.
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    /// The kind as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::OpenaiCompatible => "openai-compatible",
+        }
+    }
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_read_timeout_ms() -> u64 {
+    300_000
+}
+
+/// An upstream provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Also the native pass-through prefix: `/{name}/...`.
+    pub name: Slug,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// `http(s)://host[:port][/path]`; request paths (`/v1/...`) are appended to its path.
+    pub base_url: Url,
+    /// Where the provider key lives. Required for `openai` and `anthropic`.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    /// When true, a missing key does not stop the gateway from starting: requests routed to
+    /// this provider get 503 `provider_key_missing` until the key is set. For quickstarts.
+    #[serde(default)]
+    pub api_key_optional: bool,
+    /// TCP + TLS connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest silence allowed between bytes from the upstream (time to first token included).
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+/// A model route: which provider serves a model name on the `/v1` surface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The model name clients send: exact (`gpt-4o`) or a prefix ending in `*` (`gpt-*`).
+    pub model: ModelPattern,
+    /// Provider name.
+    pub provider: Slug,
+    /// Rewrite the body's `model` to this before forwarding (aliases).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+/// A model name or a `prefix*` pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ModelPattern {
+    /// Matches one name exactly.
+    Exact(String),
+    /// Matches every name starting with the prefix (written `prefix*`; `*` alone matches all).
+    Prefix(String),
+}
+
+impl ModelPattern {
+    /// Whether `model` matches.
+    pub fn matches(&self, model: &str) -> bool {
+        match self {
+            Self::Exact(m) => m == model,
+            Self::Prefix(p) => model.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl TryFrom<String> for ModelPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 256 {
+            return Err("model name must be 1 to 256 characters".into());
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err("model name must not contain control characters".into());
+        }
+        match s.strip_suffix('*') {
+            Some(prefix) if prefix.contains('*') => {
+                Err("`*` is allowed only once, at the end of a model pattern".into())
+            }
+            Some(prefix) => Ok(Self::Prefix(prefix.to_owned())),
+            None if s.contains('*') => {
+                Err("`*` is allowed only once, at the end of a model pattern".into())
+            }
+            None => Ok(Self::Exact(s)),
+        }
+    }
+}
+
+impl From<ModelPattern> for String {
+    fn from(p: ModelPattern) -> String {
+        match p {
+            ModelPattern::Exact(m) => m,
+            ModelPattern::Prefix(p) => format!("{p}*"),
+        }
+    }
+}
+
+/// A tenant: its virtual keys and policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// Project identifier (also a metrics label).
+    pub slug: Slug,
+    /// Virtual keys, by digest.
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    /// Models the project may use; absent means every routed model.
+    #[serde(default)]
+    pub allowed_models: Option<Vec<ModelPattern>>,
+    /// A lower request-body cap for this project.
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
+}
+
+/// One virtual key, as its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// SHA-256 of the plaintext key, 64 lowercase hex digits.
+    pub digest: KeyDigest,
+    /// Non-secret display prefix (`gwk_1a2b3c4d`), for logs and listings.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A revoked key is rejected with 401.
+    #[serde(default)]
+    pub revoked: bool,
+    /// Unix time (seconds) after which the key is rejected with 401.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
