@@ -1,0 +1,2 @@
+//! Control plane (placeholder until its issue lands).
+fn main() {}
