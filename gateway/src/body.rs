@@ -1,0 +1,93 @@
+//! Request-body buffering with a hard cap: refuse as soon as the cap is known to be passed —
+//! from `Content-Length` before reading anything, or while reading a chunked body — so a
+//! partial request is never forwarded and memory per request stays bounded.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+
+use crate::proxy::errors::Reject;
+
+/// The declared `Content-Length`, if any. `Err` when it is present but malformed (Pingora
+/// already rejects most framing errors before a filter runs; this is defence in depth).
+pub fn declared_length(session: &Session) -> Result<Option<u64>, Reject> {
+    match session.req_header().headers.get("content-length") {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(Reject::BodyRead),
+    }
+}
+
+/// Reads the whole body, refusing with 413 once it would pass `cap` bytes.
+/// Returns `None` for a request without a body.
+pub async fn read_capped(
+    session: &mut Session,
+    cap: u64,
+    timeout: Duration,
+) -> Result<Option<Bytes>, Reject> {
+    let declared = declared_length(session)?;
+    if let Some(len) = declared {
+        if len > cap {
+            return Err(Reject::BodyTooLarge { limit: cap });
+        }
+    }
+    if session.as_mut().is_body_empty() {
+        return Ok(None);
+    }
+    let read = async {
+        let mut acc = Accumulator::default();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if acc.len + chunk.len() as u64 > cap {
+                        return Err(Reject::BodyTooLarge { limit: cap });
+                    }
+                    acc.push(chunk, declared);
+                }
+                Ok(None) => return Ok(Some(acc.finish())),
+                Err(_) => return Err(Reject::BodyRead),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Reject::BodyTimeout),
+    }
+}
+
+/// Collects chunks; a body that arrives in one chunk is kept as is, without a copy.
+#[derive(Default)]
+struct Accumulator {
+    len: u64,
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Accumulator {
+    fn push(&mut self, chunk: Bytes, declared: Option<u64>) {
+        self.len += chunk.len() as u64;
+        if let Some(joined) = self.joined.as_mut() {
+            joined.extend_from_slice(&chunk);
+        } else if let Some(first) = self.first.take() {
+            let capacity = declared.map_or(self.len as usize * 2, |d| d as usize);
+            let mut joined = BytesMut::with_capacity(capacity.max(self.len as usize));
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&chunk);
+            self.joined = Some(joined);
+        } else {
+            self.first = Some(chunk);
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match (self.joined, self.first) {
+            (Some(joined), _) => joined.freeze(),
+            (None, Some(first)) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}

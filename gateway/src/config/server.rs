@@ -1,0 +1,127 @@
+//! Gateway-local process settings (the `server:` section). Not part of a snapshot: a control
+//! plane never changes where a gateway listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_body_read_timeout() -> u64 {
+    60
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of the proxy listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Worker threads of the proxy.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Longest wait for in-flight requests after SIGTERM before the process exits.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+    /// Accept cleartext HTTP/2 (prior knowledge) besides HTTP/1.1 on a plain listener.
+    #[serde(default = "default_true")]
+    pub h2c: bool,
+    /// Longest time a client may take to send its request body.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_seconds: u64,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// Watch the config file for changes (besides SIGHUP).
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
+}
+
+/// PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM).
+    pub cert_path: PathBuf,
+    /// Private key (PEM).
+    pub key_path: PathBuf,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            threads: default_threads(),
+            shutdown_grace_seconds: default_grace(),
+            h2c: true,
+            body_read_timeout_seconds: default_body_read_timeout(),
+            tls: None,
+            watch_config: true,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Checks the values serde cannot; returns `(field, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (field, value) in [
+            ("listen", &self.listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
+            if value.parse::<SocketAddr>().is_err() {
+                return Err((field.into(), format!("`{value}` is not an IP:port address")));
+            }
+        }
+        if self.listen == self.admin_listen {
+            return Err(("admin_listen".into(), "must differ from listen".into()));
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return Err(("threads".into(), "must be between 1 and 256".into()));
+        }
+        if self.shutdown_grace_seconds > 3600 {
+            return Err((
+                "shutdown_grace_seconds".into(),
+                "must be at most 3600".into(),
+            ));
+        }
+        if self.body_read_timeout_seconds == 0 || self.body_read_timeout_seconds > 3600 {
+            return Err((
+                "body_read_timeout_seconds".into(),
+                "must be between 1 and 3600".into(),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            for (field, p) in [
+                ("tls.cert_path", &tls.cert_path),
+                ("tls.key_path", &tls.key_path),
+            ] {
+                if !p.is_file() {
+                    return Err((
+                        field.into(),
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

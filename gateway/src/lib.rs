@@ -1,0 +1,22 @@
+//! The AI gateway's data plane: a Pingora proxy that authenticates virtual keys, caps and
+//! buffers request bodies, routes OpenAI-compatible requests by model, injects provider keys
+//! and streams responses back.
+//!
+//! Layout: [`config`] (the file) → [`state`] (compiled indexes) → [`live`] (the arc-swap owner,
+//! reloaded by [`reload`]); the hot path is [`proxy`] with [`auth`], [`body`] and [`routing`];
+//! ops are [`admin`], [`metrics`], [`drain`]; [`server`] wires it together.
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod drain;
+pub mod live;
+pub mod metrics;
+pub mod mint;
+pub mod proxy;
+pub mod reload;
+pub mod request_id;
+pub mod routing;
+pub mod server;
+pub mod state;

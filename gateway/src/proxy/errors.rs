@@ -1,0 +1,179 @@
+//! Every response the gateway itself produces: JSON in OpenAI's error shape with a stable
+//! `code`, so SDKs surface it cleanly.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// A request the gateway answers itself instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// The path has dot segments or encoded separators.
+    InvalidPath,
+    /// The path is neither `/v1/...` nor `/{provider}/...`.
+    UnknownPath,
+    /// No key in `Authorization: Bearer`, `x-api-key` or `api-key`.
+    MissingKey,
+    /// The key's digest is unknown.
+    InvalidKey,
+    /// The key was revoked.
+    RevokedKey,
+    /// The key has expired.
+    ExpiredKey,
+    /// The body is larger than the cap.
+    BodyTooLarge { limit: u64 },
+    /// The client was too slow sending its body.
+    BodyTimeout,
+    /// The client's body ended early or was malformed.
+    BodyRead,
+    /// The body is not JSON.
+    InvalidJson,
+    /// The `/v1` body has no string `model`.
+    MissingModel,
+    /// No route serves the model.
+    ModelNotFound,
+    /// The project may not use the model.
+    ModelNotAllowed,
+    /// The provider's key is not set (optional key).
+    ProviderKeyMissing,
+    /// Connecting to the provider failed.
+    UpstreamConnect,
+    /// The provider did not answer in time.
+    UpstreamTimeout,
+    /// The provider's connection failed mid-request.
+    UpstreamError,
+    /// A bug or an unexpected failure.
+    Internal,
+}
+
+impl Reject {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownPath | Self::ModelNotFound => 404,
+            Self::MissingKey | Self::InvalidKey | Self::RevokedKey | Self::ExpiredKey => 401,
+            Self::BodyTooLarge { .. } => 413,
+            Self::BodyTimeout => 408,
+            Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
+            Self::ModelNotAllowed => 403,
+            Self::ProviderKeyMissing => 503,
+            Self::UpstreamConnect | Self::UpstreamError => 502,
+            Self::UpstreamTimeout => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Stable machine-readable code (also the `reason` label of the rejections metric).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownPath => "unknown_path",
+            Self::InvalidPath => "invalid_path",
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::RevokedKey => "revoked_api_key",
+            Self::ExpiredKey => "expired_api_key",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::BodyTimeout => "request_body_timeout",
+            Self::BodyRead => "request_body_invalid",
+            Self::InvalidJson => "invalid_json",
+            Self::MissingModel => "missing_model",
+            Self::ModelNotFound => "model_not_found",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::ProviderKeyMissing => "provider_key_missing",
+            Self::UpstreamConnect => "upstream_connect_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 if *self == Self::ModelNotFound => "invalid_request_error",
+            404 => "not_found_error",
+            500..=599 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// What a user can act on. Never echoes client input, keys or bodies.
+    pub fn message(&self) -> String {
+        match self {
+            Self::UnknownPath => "Unknown path: use /v1/... (OpenAI-compatible) or /{provider}/... (native pass-through).".into(),
+            Self::InvalidPath => "The path must not contain `.` or `..` segments or encoded separators.".into(),
+            Self::MissingKey => "Missing API key: send your virtual key as `Authorization: Bearer <key>`, `x-api-key` or `api-key`.".into(),
+            Self::InvalidKey => "Invalid API key.".into(),
+            Self::RevokedKey => "This API key has been revoked.".into(),
+            Self::ExpiredKey => "This API key has expired.".into(),
+            Self::BodyTooLarge { limit } => format!("Request body is larger than the limit of {limit} bytes."),
+            Self::BodyTimeout => "The request body was not received in time.".into(),
+            Self::BodyRead => "The request body could not be read (truncated or malformed framing).".into(),
+            Self::InvalidJson => "The request body must be valid JSON.".into(),
+            Self::MissingModel => "The request body must have a string `model` field.".into(),
+            Self::ModelNotFound => "The requested model does not exist or is not routed by this gateway.".into(),
+            Self::ModelNotAllowed => "This project is not allowed to use the requested model.".into(),
+            Self::ProviderKeyMissing => "The provider for this model has no API key configured on the gateway.".into(),
+            Self::UpstreamConnect => "Could not connect to the upstream provider.".into(),
+            Self::UpstreamTimeout => "The upstream provider did not respond in time.".into(),
+            Self::UpstreamError => "The upstream provider connection failed.".into(),
+            Self::Internal => "Internal gateway error.".into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        let v = serde_json::json!({
+            "error": {
+                "message": self.message(),
+                "type": self.error_type(),
+                "param": null,
+                "code": self.code(),
+            }
+        });
+        Bytes::from(v.to_string())
+    }
+}
+
+/// Writes `reject` as the response. `close` asks for the connection to be closed afterwards
+/// (an unread request body makes the connection unsafe to reuse).
+pub async fn write_reject(
+    session: &mut Session,
+    reject: &Reject,
+    request_id: &str,
+    close: bool,
+) -> pingora::Result<()> {
+    let body = reject.body();
+    let mut header = ResponseHeader::build(reject.status(), Some(4))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("x-request-id", request_id)?;
+    if close {
+        session.set_keepalive(None);
+        header.insert_header("connection", "close")?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_error_shape() {
+        let v: serde_json::Value = match serde_json::from_slice(&Reject::ModelNotAllowed.body()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(v["error"]["code"], "model_not_allowed");
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -1,0 +1,123 @@
+//! The Pingora `ProxyHttp` implementation, one file per phase:
+//! [`request`] (id, routing, auth, body, policy), [`upstream`] (peer, header rewrite, body
+//! replay), [`response`] (headers, byte counts), [`logging`] (metrics, access log), and
+//! [`errors`] (every response the gateway makes itself).
+
+pub mod ctx;
+pub mod errors;
+mod logging;
+mod request;
+mod response;
+mod upstream;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::live::LiveConfig;
+use crate::metrics::Metrics;
+use ctx::{InFlight, RequestCtx};
+
+/// The gateway's proxy logic. Cheap to share: everything inside is behind `Arc`s.
+pub struct Gateway {
+    /// The live config owner.
+    pub live: Arc<LiveConfig>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Requests in flight (for graceful drain).
+    pub in_flight: Arc<AtomicUsize>,
+    /// Longest time a client may take to send its body.
+    pub body_read_timeout: Duration,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(InFlight::enter(
+            self.in_flight.clone(),
+            self.metrics.in_flight.clone(),
+        ))
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        request::request_filter(self, session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        upstream::upstream_peer(session, ctx)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream::upstream_request_filter(session, upstream_request, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream::request_body_filter(body, end_of_stream, ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        response::response_filter(upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Duration>> {
+        response::response_body_filter(body, ctx);
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        response::fail_to_proxy(self, session, e, ctx).await
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        logging::log_request(self, session, e, ctx);
+    }
+}

@@ -1,0 +1,171 @@
+//! The request phase: request id, surface, key, body (capped), model routing and policy.
+//! Everything here is decided before a byte goes upstream.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::errors::{write_reject, Reject};
+use super::Gateway;
+use crate::routing::{self, Surface};
+use crate::state::ActiveConfig;
+use crate::{auth, body};
+
+/// Returns `Ok(true)` when the gateway answered the request itself.
+pub async fn request_filter(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<bool> {
+    ctx.request_id = crate::request_id::from_inbound(
+        session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .map(|v| v.as_bytes()),
+    );
+    let cfg = gw.live.load();
+    ctx.config = Some(cfg.clone());
+    match admit(gw, &cfg, session, ctx).await {
+        Ok(Admitted::Proxy) => Ok(false),
+        Ok(Admitted::Answered) => Ok(true),
+        Err(reject) => {
+            gw.metrics
+                .rejections
+                .with_label_values(&[reject.code()])
+                .inc();
+            // A body we did not read in full leaves the connection unusable for another request.
+            let close = !session.as_mut().is_body_done();
+            write_reject(session, &reject, &ctx.request_id, close).await?;
+            ctx.reject = Some(reject);
+            Ok(true)
+        }
+    }
+}
+
+enum Admitted {
+    Proxy,
+    Answered,
+}
+
+async fn admit(
+    gw: &Gateway,
+    cfg: &ActiveConfig,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Admitted, Reject> {
+    let surface = routing::surface(cfg, session.req_header().uri.path())?;
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let project_idx = auth::authenticate(cfg, session.req_header(), now)?;
+    ctx.project = Some(project_idx);
+    let project = &cfg.projects[project_idx];
+
+    let body = body::read_capped(session, project.max_request_bytes, gw.body_read_timeout).await?;
+    ctx.request_bytes = body.as_ref().map_or(0, Bytes::len);
+    ctx.has_anthropic_version = session
+        .req_header()
+        .headers
+        .contains_key("anthropic-version");
+
+    let req = session.req_header();
+    let path = req.uri.path();
+    let query = req.uri.query();
+    match surface {
+        Surface::OpenAi => {
+            let Some(body) = body.filter(|b| !b.is_empty()) else {
+                if req.method == "GET" && (path == "/v1/models" || path == "/v1/models/") {
+                    write_model_list(session, cfg, project_idx, &ctx.request_id).await?;
+                    return Ok(Admitted::Answered);
+                }
+                return Err(Reject::MissingModel);
+            };
+            let model = routing::model_of(&body)?.ok_or(Reject::MissingModel)?;
+            let route = cfg.route(&model).ok_or(Reject::ModelNotFound)?;
+            if !project.allows(&model) {
+                return Err(Reject::ModelNotAllowed);
+            }
+            let provider = &cfg.providers[route.provider];
+            if provider.key_missing {
+                return Err(Reject::ProviderKeyMissing);
+            }
+            ctx.body = Some(match &route.upstream_model {
+                Some(m) if **m != *model => routing::rewrite_model(&body, m)?,
+                _ => body.clone(),
+            });
+            ctx.provider = Some(route.provider);
+            ctx.model_label = Some(route.label.clone());
+            ctx.upstream_path = Some(routing::upstream_path(&provider.base_path, path, query));
+        }
+        Surface::Native {
+            provider: idx,
+            rest_start,
+        } => {
+            let provider = &cfg.providers[idx];
+            if provider.key_missing {
+                return Err(Reject::ProviderKeyMissing);
+            }
+            if project.allowed_models.is_some() {
+                // A restricted project must name an allowed model whenever it sends a body,
+                // so a non-JSON body cannot slip past the model policy.
+                if let Some(b) = body.as_ref().filter(|b| !b.is_empty()) {
+                    match routing::model_of(b) {
+                        Ok(Some(m)) if project.allows(&m) => {}
+                        _ => return Err(Reject::ModelNotAllowed),
+                    }
+                }
+            }
+            ctx.body = body.filter(|b| !b.is_empty());
+            ctx.provider = Some(idx);
+            ctx.model_label = Some(Arc::from("native"));
+            ctx.upstream_path = Some(routing::upstream_path(
+                &provider.base_path,
+                &path[rest_start..],
+                query,
+            ));
+        }
+    }
+    Ok(Admitted::Proxy)
+}
+
+/// `GET /v1/models`: the exact model routes this project may use, in OpenAI's list shape.
+async fn write_model_list(
+    session: &mut Session,
+    cfg: &ActiveConfig,
+    project_idx: usize,
+    request_id: &str,
+) -> Result<(), Reject> {
+    let project = &cfg.projects[project_idx];
+    let mut names: Vec<&str> = cfg
+        .exact_routes
+        .keys()
+        .map(String::as_str)
+        .filter(|m| project.allows(m))
+        .collect();
+    names.sort_unstable();
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|m| {
+            let owner = cfg
+                .route(m)
+                .map_or("gateway", |r| &*cfg.providers[r.provider].name);
+            serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": owner})
+        })
+        .collect();
+    let body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+    let write = async {
+        let mut h = ResponseHeader::build(200, Some(3))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h.insert_header("x-request-id", request_id)?;
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(body), true).await
+    };
+    write.await.map_err(|_| Reject::Internal)
+}

@@ -1,0 +1,81 @@
+//! The response phase: tag the response, count bytes, and turn proxy failures into
+//! OpenAI-shaped errors (502 on connect/reset, 504 on timeout).
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use super::ctx::RequestCtx;
+use super::errors::{write_reject, Reject};
+use super::Gateway;
+
+/// Adds the request id to the response head.
+pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    Ok(())
+}
+
+/// Counts response bytes. Chunks pass through untouched: SSE events reach the client as the
+/// provider sends them.
+pub fn response_body_filter(body: &mut Option<Bytes>, ctx: &mut RequestCtx) {
+    if let Some(b) = body {
+        ctx.response_bytes += b.len();
+    }
+}
+
+/// Classifies a proxy failure.
+pub fn classify(e: &pingora::Error) -> Option<Reject> {
+    use ErrorType::*;
+    match e.esource() {
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => Reject::UpstreamTimeout,
+            ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+            | TLSHandshakeTimedout | InvalidCert | HandshakeError | ConnectProxyFailure
+            | SocketError | BindError => {
+                if matches!(e.etype(), TLSHandshakeTimedout) {
+                    Reject::UpstreamTimeout
+                } else {
+                    Reject::UpstreamConnect
+                }
+            }
+            _ => Reject::UpstreamError,
+        }),
+        // The client went away or sent garbage: nobody to answer, or Pingora's own 400.
+        ErrorSource::Downstream => match e.etype() {
+            WriteError | ReadError | ConnectionClosed => None,
+            _ => Some(Reject::BodyRead),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Some(match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => Reject::UpstreamTimeout,
+            _ => Reject::Internal,
+        }),
+    }
+}
+
+/// Answers a failed proxy attempt with a JSON error, unless the response has already begun.
+pub async fn fail_to_proxy(
+    gw: &Gateway,
+    session: &mut Session,
+    e: &pingora::Error,
+    ctx: &mut RequestCtx,
+) -> FailToProxy {
+    let reject = classify(e);
+    let code = reject.as_ref().map_or(0, Reject::status);
+    if let Some(reject) = reject {
+        gw.metrics
+            .rejections
+            .with_label_values(&[reject.code()])
+            .inc();
+        if session.response_written().is_none() {
+            if let Err(write_err) = write_reject(session, &reject, &ctx.request_id, true).await {
+                tracing::debug!(request_id = %ctx.request_id, error = %write_err, "could not write error response");
+            }
+        }
+        ctx.reject = Some(reject);
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}

@@ -1,0 +1,141 @@
+//! The upstream phase: choose the peer, rewrite the request head (strip client credentials
+//! and hop-by-hop headers, inject the provider key), and replay the buffered body.
+
+use bytes::Bytes;
+use gateway_schema::ProviderKind;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+
+use super::ctx::RequestCtx;
+
+/// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus legacy ones.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Client credentials and client-side account selectors: never forwarded to a provider.
+const CLIENT_CREDENTIALS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+];
+
+/// Default `anthropic-version` when the client sent none.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+fn internal(msg: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, msg)
+}
+
+/// Builds the peer for the provider chosen in the request phase.
+pub fn upstream_peer(
+    _session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<Box<HttpPeer>> {
+    let cfg = ctx
+        .config
+        .as_ref()
+        .ok_or_else(|| internal("no config in context"))?;
+    let idx = ctx.provider.ok_or_else(|| internal("no provider chosen"))?;
+    let p = &cfg.providers[idx];
+    let addr = *p.addrs.load().first().ok_or_else(|| {
+        Error::explain(
+            ErrorType::ConnectNoRoute,
+            "provider host does not resolve (yet)",
+        )
+        .into_up()
+    })?;
+    let mut peer = HttpPeer::new(addr, p.tls, p.host.clone());
+    peer.options.connection_timeout = Some(p.connect_timeout);
+    peer.options.total_connection_timeout = Some(p.connect_timeout * 2);
+    peer.options.read_timeout = Some(p.read_timeout);
+    peer.options.write_timeout = Some(p.read_timeout);
+    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    if ctx.upstream_started.is_none() {
+        ctx.upstream_started = Some(std::time::Instant::now());
+    }
+    Ok(Box::new(peer))
+}
+
+/// Rewrites the request head for the provider.
+pub fn upstream_request_filter(
+    _session: &mut Session,
+    req: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<()> {
+    let cfg = ctx
+        .config
+        .as_ref()
+        .ok_or_else(|| internal("no config in context"))?;
+    let idx = ctx.provider.ok_or_else(|| internal("no provider chosen"))?;
+    let p = &cfg.providers[idx];
+
+    // Headers named in `Connection` are hop-by-hop too.
+    let listed: Vec<String> = req
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in listed
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
+        req.remove_header(name);
+    }
+    for name in CLIENT_CREDENTIALS {
+        req.remove_header(*name);
+    }
+
+    if let Some(path) = ctx.upstream_path.as_deref() {
+        let uri = path
+            .parse::<http::Uri>()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
+        req.set_uri(uri);
+    }
+    req.insert_header("host", p.host_header.clone())?;
+    if let Some((name, value)) = &p.auth {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    if p.kind == ProviderKind::Anthropic && !ctx.has_anthropic_version {
+        req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+    }
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+    if let Some(body) = &ctx.body {
+        req.remove_header("transfer-encoding");
+        req.insert_header("content-length", body.len().to_string())?;
+    }
+    // Each upstream attempt (retries included) gets the whole buffered body once.
+    ctx.body_emitted = false;
+    Ok(())
+}
+
+/// Emits the buffered body, which the request phase consumed, on the first callback of each
+/// upstream attempt (the patched Pingora gives exactly one terminal callback for it).
+pub fn request_body_filter(body: &mut Option<Bytes>, _end_of_stream: bool, ctx: &mut RequestCtx) {
+    if let Some(buffered) = &ctx.body {
+        *body = if ctx.body_emitted {
+            None
+        } else {
+            Some(buffered.clone())
+        };
+        ctx.body_emitted = true;
+    }
+}

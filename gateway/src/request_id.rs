@@ -1,0 +1,58 @@
+//! Request ids: keep a well-formed inbound `x-request-id`, otherwise mint one.
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Longest inbound id kept.
+const MAX_LEN: usize = 128;
+
+/// Returns the inbound id when it is 1..=128 characters of `[A-Za-z0-9._:-]`, else a new one.
+/// Anything else is replaced, so ids are safe to log and to echo in headers.
+pub fn from_inbound(inbound: Option<&[u8]>) -> String {
+    match inbound {
+        Some(v) if is_well_formed(v) => String::from_utf8_lossy(v).into_owned(),
+        _ => new_id(),
+    }
+}
+
+fn is_well_formed(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_LEN
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// 128 random bits as 32 hex digits.
+pub fn new_id() -> String {
+    let mut raw = [0u8; 16];
+    if SystemRandom::new().fill(&mut raw).is_err() {
+        // The OS RNG failing is near impossible; a time-based id still keeps ids distinct.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        raw = nanos.to_le_bytes();
+    }
+    hex::encode(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_well_formed_and_replaces_the_rest() {
+        assert_eq!(from_inbound(Some(b"abc-123_x.y:z")), "abc-123_x.y:z");
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\r\nx-evil: 1",
+            &[b'a'; 129],
+            "é".as_bytes(),
+        ] {
+            let id = from_inbound(Some(bad));
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(from_inbound(None), from_inbound(None));
+    }
+}

@@ -1,0 +1,163 @@
+//! Which surface a path belongs to, the body's `model`, and the upstream path.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::proxy::errors::Reject;
+use crate::state::ActiveConfig;
+
+/// The two request surfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Surface {
+    /// `/v1/...`: OpenAI-compatible, routed by the body's `model`.
+    OpenAi,
+    /// `/{provider}/...`: native pass-through; `rest_start` is where the provider path begins.
+    Native { provider: usize, rest_start: usize },
+}
+
+/// Classifies a request path. Dot segments and encoded slashes/dots are refused so the path
+/// a provider sees is the path the gateway checked.
+pub fn surface(cfg: &ActiveConfig, path: &str) -> Result<Surface, Reject> {
+    if has_ambiguous_segments(path) {
+        return Err(Reject::InvalidPath);
+    }
+    if path == "/v1" || path.starts_with("/v1/") {
+        return Ok(Surface::OpenAi);
+    }
+    let rest = path.strip_prefix('/').ok_or(Reject::UnknownPath)?;
+    let name_end = rest.find('/').unwrap_or(rest.len());
+    let name = &rest[..name_end];
+    match cfg.provider_by_name.get(name) {
+        Some(&provider) => Ok(Surface::Native {
+            provider,
+            rest_start: 1 + name_end,
+        }),
+        None => Err(Reject::UnknownPath),
+    }
+}
+
+fn has_ambiguous_segments(path: &str) -> bool {
+    let lower_has = |needle: &str| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    path.split('/').any(|seg| seg == "." || seg == "..")
+        || lower_has("%2e")
+        || lower_has("%2f")
+        || lower_has("%5c")
+        || path.contains('\\')
+}
+
+#[derive(Deserialize)]
+struct ModelField<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+/// The body's top-level `model`: `Ok(None)` when the JSON object has none (or it is not a
+/// string), `Err(InvalidJson)` when the body is not a JSON object.
+pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
+    match serde_json::from_slice::<ModelField<'_>>(body) {
+        Ok(m) => Ok(m.model),
+        Err(e) if e.is_data() => Ok(None),
+        Err(_) => Err(Reject::InvalidJson),
+    }
+}
+
+/// The body with its top-level `model` replaced by `upstream_model`.
+pub fn rewrite_model(body: &[u8], upstream_model: &str) -> Result<Bytes, Reject> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| Reject::InvalidJson)?;
+    value.insert(
+        "model".into(),
+        serde_json::Value::String(upstream_model.to_owned()),
+    );
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|_| Reject::Internal)
+}
+
+/// `base_path + path [+ ? + query]`.
+pub fn upstream_path(base_path: &str, path: &str, query: Option<&str>) -> String {
+    let mut out =
+        String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    out.push_str(base_path);
+    if path.is_empty() {
+        out.push('/');
+    } else {
+        out.push_str(path);
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_extraction() {
+        assert_eq!(
+            model_of(br#"{"model":"gpt-4o","messages":[]}"#)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            model_of(br#"{"model":"a\u0062c"}"#)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("abc")
+        );
+        assert!(matches!(model_of(br#"{"messages":[]}"#), Ok(None)));
+        assert!(matches!(model_of(br#"{"model":42}"#), Ok(None)));
+        assert!(matches!(model_of(br#"[1,2]"#), Ok(None)));
+        assert_eq!(model_of(b"{not json").err(), Some(Reject::InvalidJson));
+        assert_eq!(model_of(b"").err(), Some(Reject::InvalidJson));
+    }
+
+    #[test]
+    fn rewrite_replaces_only_model() {
+        let out =
+            rewrite_model(br#"{"model":"fast","stream":true}"#, "gpt-4o-mini").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn upstream_paths() {
+        assert_eq!(
+            upstream_path("", "/v1/chat/completions", None),
+            "/v1/chat/completions"
+        );
+        assert_eq!(
+            upstream_path("/openai", "/v1/x", Some("a=1")),
+            "/openai/v1/x?a=1"
+        );
+        assert_eq!(upstream_path("", "", None), "/");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for p in [
+            "/v1/../admin",
+            "/v1/./x",
+            "/anthropic/%2e%2e/x",
+            "/v1/a%2Fb",
+            "/v1\\x",
+            "/..",
+        ] {
+            assert!(has_ambiguous_segments(p), "{p}");
+        }
+        assert!(!has_ambiguous_segments("/v1/chat/completions"));
+    }
+}

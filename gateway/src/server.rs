@@ -1,0 +1,111 @@
+//! Assembles the Pingora server: proxy listener, admin listener, reload and drain services.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::GatewayFile;
+use crate::drain::Drainer;
+use crate::live::LiveConfig;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::reload::Reloader;
+
+/// Loads `config_path`, builds every service and runs until shutdown. Never returns on
+/// success (Pingora exits the process).
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let file = GatewayFile::load(config_path)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let initial = LiveConfig::build_initial(&file, config_path)?;
+    let live = Arc::new(LiveConfig::new(
+        initial,
+        config_path.to_owned(),
+        metrics.clone(),
+    ));
+    let s = &file.server;
+
+    let conf = ServerConf {
+        threads: s.threads,
+        grace_period_seconds: Some(s.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let draining = Arc::new(AtomicBool::new(false));
+    let gateway = Gateway {
+        live: live.clone(),
+        metrics: metrics.clone(),
+        in_flight: in_flight.clone(),
+        body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
+    match &s.tls {
+        Some(tls) => {
+            let cert = tls
+                .cert_path
+                .to_str()
+                .context("tls.cert_path is not UTF-8")?;
+            let key = tls.key_path.to_str().context("tls.key_path is not UTF-8")?;
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
+                .context("loading the TLS certificate and key")?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&s.listen, None, settings);
+        }
+        None => {
+            if s.h2c {
+                if let Some(app) = proxy.app_logic_mut() {
+                    let mut opts = HttpServerOptions::default();
+                    opts.h2c = true;
+                    app.server_options = Some(opts);
+                }
+            }
+            proxy.add_tcp(&s.listen);
+        }
+    }
+
+    let mut admin = Service::new(
+        "admin".to_owned(),
+        pingora::apps::http_app::HttpServer::new_app(AdminApp {
+            metrics: metrics.clone(),
+            live: live.clone(),
+            draining: draining.clone(),
+        }),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&s.admin_listen);
+
+    let reloader = background_service(
+        "config-reload",
+        Reloader {
+            live,
+            watch_file: s.watch_config,
+        },
+    );
+    let drainer = background_service(
+        "drain",
+        Drainer {
+            in_flight,
+            draining,
+        },
+    );
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(reloader);
+    server.add_service(drainer);
+    tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
+    server.run_forever();
+}

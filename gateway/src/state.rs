@@ -1,0 +1,337 @@
+//! The compiled, immutable config the hot path reads: lookup indexes built off the hot path
+//! from a validated [`Snapshot`], with provider secrets resolved and upstream hosts resolved.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use gateway_schema::{KeyDigest, ModelPattern, ProviderKind, Secret, SecretResolveError, Snapshot};
+use http::HeaderValue;
+
+/// Why a snapshot could not be compiled (validation has already passed).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("providers[{index}].api_key ({reference}): {source}")]
+    Secret {
+        index: usize,
+        reference: String,
+        source: SecretResolveError,
+    },
+    #[error(
+        "providers[{index}].api_key: the key contains characters not allowed in an HTTP header"
+    )]
+    SecretNotHeaderSafe { index: usize },
+    #[error("providers[{index}].base_url: host {host} is not a valid header value: {reason}")]
+    BadHost {
+        index: usize,
+        host: String,
+        reason: String,
+    },
+}
+
+/// One virtual key's entry in the digest index.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// Index into [`ActiveConfig::projects`].
+    pub project: usize,
+    /// Revoked keys are rejected.
+    pub revoked: bool,
+    /// Unix seconds after which the key is rejected.
+    pub expires_at: Option<i64>,
+}
+
+/// A project as the hot path needs it.
+#[derive(Debug)]
+pub struct Project {
+    /// Slug (a bounded metrics label: it comes from config).
+    pub slug: Arc<str>,
+    /// `None`: every routed model.
+    pub allowed_models: Option<Vec<ModelPattern>>,
+    /// Effective body cap (project's or global).
+    pub max_request_bytes: u64,
+}
+
+impl Project {
+    /// Whether the project may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed_models
+            .as_ref()
+            .is_none_or(|pats| pats.iter().any(|p| p.matches(model)))
+    }
+}
+
+/// An upstream provider with everything needed to reach it.
+#[derive(Debug)]
+pub struct Provider {
+    /// Name (a bounded metrics label).
+    pub name: Arc<str>,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// HTTPS?
+    pub tls: bool,
+    /// Host name, for `Host` and SNI.
+    pub host: String,
+    /// `Host` header value (`host[:port]`).
+    pub host_header: HeaderValue,
+    /// `(host, port)` to resolve.
+    pub resolve_target: (String, u16),
+    /// Resolved addresses: resolved at build, refreshed in the background (see
+    /// [`ActiveConfig::refresh_dns`]); empty while the name does not resolve.
+    pub addrs: ArcSwap<Vec<SocketAddr>>,
+    /// Whether the last lookup failed (so a failing name is logged once, not every retry).
+    pub resolve_failing: std::sync::atomic::AtomicBool,
+    /// Base path without trailing slash (`""` or `/openai`).
+    pub base_path: String,
+    /// The credential header to inject, prebuilt (`None` when the provider has no key).
+    pub auth: Option<(http::HeaderName, HeaderValue)>,
+    /// A key is configured but optional and not set: requests get 503 until it is.
+    pub key_missing: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout (covers time to first token).
+    pub read_timeout: Duration,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's own pattern as written in config: the bounded `model` metrics label.
+    pub label: Arc<str>,
+    /// Index into [`ActiveConfig::providers`].
+    pub provider: usize,
+    /// Model name sent upstream instead of the client's.
+    pub upstream_model: Option<Arc<str>>,
+}
+
+/// Everything the hot path reads, for one config generation. Immutable once built.
+#[derive(Debug)]
+pub struct ActiveConfig {
+    /// Local generation, bumped at every successful (re)load.
+    pub generation: u64,
+    /// The snapshot's own version.
+    pub snapshot_version: u64,
+    /// Global body cap.
+    pub max_request_bytes: u64,
+    /// Digest -> key.
+    pub keys: HashMap<[u8; 32], KeyEntry>,
+    /// Projects.
+    pub projects: Vec<Project>,
+    /// Providers.
+    pub providers: Vec<Provider>,
+    /// Provider name -> index (the `/{provider}/...` pass-through surface).
+    pub provider_by_name: HashMap<String, usize>,
+    /// Exact model routes.
+    pub exact_routes: HashMap<String, Route>,
+    /// Prefix routes, longest prefix first.
+    pub prefix_routes: Vec<(String, Route)>,
+}
+
+impl ActiveConfig {
+    /// Compiles a validated snapshot. Resolves secrets and DNS: blocking, off the hot path.
+    pub fn build(snapshot: &Snapshot, generation: u64) -> Result<Self, BuildError> {
+        let mut providers = Vec::with_capacity(snapshot.providers.len());
+        let mut provider_by_name = HashMap::new();
+        for (index, p) in snapshot.providers.iter().enumerate() {
+            providers.push(build_provider(index, p)?);
+            provider_by_name.insert(p.name.to_string(), index);
+        }
+
+        let mut projects = Vec::with_capacity(snapshot.projects.len());
+        let mut keys = HashMap::new();
+        for (pi, p) in snapshot.projects.iter().enumerate() {
+            projects.push(Project {
+                slug: Arc::from(p.slug.as_str()),
+                allowed_models: p.allowed_models.clone(),
+                max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
+            });
+            for k in &p.keys {
+                keys.insert(
+                    *k.digest.as_bytes(),
+                    KeyEntry {
+                        project: pi,
+                        revoked: k.revoked,
+                        expires_at: k.expires_at,
+                    },
+                );
+            }
+        }
+
+        let mut exact_routes = HashMap::new();
+        let mut prefix_routes = Vec::new();
+        for r in &snapshot.routes {
+            let Some(&provider) = provider_by_name.get(r.provider.as_str()) else {
+                continue; // validation guarantees the provider exists
+            };
+            let route = Route {
+                label: Arc::from(String::from(r.model.clone())),
+                provider,
+                upstream_model: r.upstream_model.as_deref().map(Arc::from),
+            };
+            match &r.model {
+                ModelPattern::Exact(m) => {
+                    exact_routes.entry(m.clone()).or_insert(route);
+                }
+                ModelPattern::Prefix(p) => prefix_routes.push((p.clone(), route)),
+            }
+        }
+        // Longest prefix wins; the sort is stable, so equal lengths keep file order.
+        prefix_routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+
+        Ok(Self {
+            generation,
+            snapshot_version: snapshot.version,
+            max_request_bytes: snapshot.max_request_bytes,
+            keys,
+            projects,
+            providers,
+            provider_by_name,
+            exact_routes,
+            prefix_routes,
+        })
+    }
+
+    /// The route for a model name: an exact route, else the longest matching prefix.
+    pub fn route(&self, model: &str) -> Option<&Route> {
+        self.exact_routes.get(model).or_else(|| {
+            self.prefix_routes
+                .iter()
+                .find(|(p, _)| model.starts_with(p.as_str()))
+                .map(|(_, r)| r)
+        })
+    }
+
+    /// Looks a presented key up by its digest.
+    pub fn key(&self, presented: &[u8]) -> Option<&KeyEntry> {
+        self.keys.get(KeyDigest::of(presented).as_bytes())
+    }
+}
+
+fn build_provider(index: usize, p: &gateway_schema::ProviderSpec) -> Result<Provider, BuildError> {
+    let tls = p.base_url.scheme() == "https";
+    let host = p.base_url.host_str().unwrap_or_default().to_owned();
+    let port = p
+        .base_url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let resolve_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let resolve_target = (resolve_host, port);
+    let mut failing = false;
+    let addrs = match resolve(&resolve_target) {
+        Ok(a) => a,
+        Err(reason) => {
+            // Not fatal: DNS may come back. Requests get 502 until it resolves.
+            tracing::warn!(provider = %p.name, host = %host, %reason,
+                "cannot resolve provider host; will retry in the background");
+            failing = true;
+            Vec::new()
+        }
+    };
+    let host_header_text = match p.base_url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let host_header =
+        HeaderValue::from_str(&host_header_text).map_err(|e| BuildError::BadHost {
+            index,
+            host: host.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let secret: Option<Secret> = match &p.api_key {
+        None => None,
+        Some(r) => match r.resolve() {
+            Ok(s) => Some(s),
+            Err(e) if p.api_key_optional => {
+                tracing::warn!(provider = %p.name, reference = %r, error = %e,
+                    "provider key is not set; requests to this provider get 503 until it is");
+                None
+            }
+            Err(source) => {
+                return Err(BuildError::Secret {
+                    index,
+                    reference: r.to_string(),
+                    source,
+                })
+            }
+        },
+    };
+    let key_missing = p.api_key.is_some() && secret.is_none();
+    let auth = match secret {
+        None => None,
+        Some(secret) => {
+            let (name, value) = match p.kind {
+                ProviderKind::Anthropic => ("x-api-key", secret.expose().to_owned()),
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                    ("authorization", format!("Bearer {}", secret.expose()))
+                }
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| BuildError::SecretNotHeaderSafe { index })?;
+            value.set_sensitive(true);
+            Some((http::HeaderName::from_static(name), value))
+        }
+    };
+
+    Ok(Provider {
+        name: Arc::from(p.name.as_str()),
+        kind: p.kind,
+        tls,
+        host,
+        host_header,
+        resolve_target,
+        addrs: ArcSwap::from_pointee(addrs),
+        resolve_failing: std::sync::atomic::AtomicBool::new(failing),
+        base_path: p.base_url.path().trim_end_matches('/').to_owned(),
+        auth,
+        key_missing,
+        connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+        read_timeout: Duration::from_millis(p.read_timeout_ms),
+    })
+}
+
+fn resolve((host, port): &(String, u16)) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .collect();
+    if addrs.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(addrs)
+}
+
+impl ActiveConfig {
+    /// Re-resolves every provider host and swaps in the new addresses. Blocking DNS: run it
+    /// off the hot path. Keeps the old addresses when a lookup fails.
+    pub fn refresh_dns(&self) {
+        for p in &self.providers {
+            use std::sync::atomic::Ordering::Relaxed;
+            match resolve(&p.resolve_target) {
+                Ok(addrs) => {
+                    p.resolve_failing.store(false, Relaxed);
+                    if **p.addrs.load() != addrs {
+                        tracing::info!(provider = %p.name, ?addrs, "provider addresses changed");
+                        p.addrs.store(std::sync::Arc::new(addrs));
+                    }
+                }
+                Err(reason) => {
+                    if !p.resolve_failing.swap(true, Relaxed) {
+                        tracing::warn!(provider = %p.name, host = %p.resolve_target.0, %reason,
+                            "cannot resolve provider host; keeping the last known addresses");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether some provider has no address yet.
+    pub fn has_unresolved(&self) -> bool {
+        self.providers.iter().any(|p| p.addrs.load().is_empty())
+    }
+}
