@@ -1,0 +1,47 @@
+"""Drives the gateway with the official OpenAI and Anthropic Python SDKs, unchanged but for
+base_url and api_key. Prints one JSON object with what each call returned."""
+import json
+import os
+import sys
+
+import anthropic
+import openai
+
+base = os.environ["GATEWAY_URL"]
+key = os.environ["GATEWAY_KEY"]
+out = {}
+
+oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+r = oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+out["openai_text"] = r.choices[0].message.content
+out["openai_usage"] = r.usage.total_tokens
+
+chunks = []
+for ev in oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True):
+    if ev.choices and ev.choices[0].delta.content:
+        chunks.append(ev.choices[0].delta.content)
+out["openai_stream"] = "".join(chunks)
+out["openai_models"] = sorted(m.id for m in oa.models.list())
+
+try:
+    openai.OpenAI(base_url=f"{base}/v1", api_key="gwk_wrong", max_retries=0).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    out["openai_bad_key"] = "no error"
+except openai.AuthenticationError as e:
+    out["openai_bad_key"] = {"status": e.status_code, "code": e.code}
+
+try:
+    oa.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    out["openai_bad_model"] = "no error"
+except openai.NotFoundError as e:
+    out["openai_bad_model"] = {"status": e.status_code, "code": e.code}
+
+an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
+m = an.messages.create(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+out["anthropic_text"] = m.content[0].text
+out["anthropic_usage"] = m.usage.output_tokens
+
+with an.messages.stream(model="claude-3-5-sonnet-latest", max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as s:
+    out["anthropic_stream"] = "".join(s.text_stream)
+
+json.dump(out, sys.stdout)
