@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what the build and the tests need, starts
+# the services the tests use, then runs fmt, clippy and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# Build prerequisites: cmake (Pingora's zlib-ng), OpenSSL headers (Pingora's TLS backend).
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Services the control plane tests use (Redis, PostgreSQL). Start them when they are down.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  log "starting postgresql"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+for _ in $(seq 1 50); do
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+# The official SDKs, for the test that drives the gateway with them.
+if ! .venv/bin/python -c "import openai, anthropic" >/dev/null 2>&1; then
+  log "creating .venv with the openai and anthropic SDKs"
+  python3 -m venv .venv
+  .venv/bin/pip install -q "openai==3.57.0" "anthropic==2.14.0"
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace
