@@ -1,0 +1,192 @@
+//! The REST API under `/api/v1`. Routes are registered through `utoipa_axum`, so the OpenAPI
+//! document is generated from the same handlers that serve and cannot drift from them.
+
+pub mod audit;
+pub mod internal;
+pub mod keys;
+pub mod orgs;
+pub mod policies;
+pub mod projects;
+pub mod providers;
+pub mod routes;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::Page;
+
+/// A JSON body whose rejections are API errors (400 `invalid_body`, 415).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            )),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Cursor pagination parameters of list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many items (1–200, default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The largest page.
+pub const MAX_PAGE: u32 = 200;
+
+impl ListQuery {
+    /// The page to read.
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let after = match &self.cursor {
+            None => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request("invalid_cursor", "cursor must come from next_cursor")
+            })?,
+        };
+        Ok(Page {
+            after,
+            limit: i64::from(limit),
+        })
+    }
+}
+
+/// The cursor of the next page: set when this page is full.
+pub fn next_cursor(page: Page, ids: impl Iterator<Item = i64>) -> Option<String> {
+    let ids: Vec<i64> = ids.collect();
+    (ids.len() as i64 >= page.limit)
+        .then(|| ids.last().map(|i| i.to_string()))
+        .flatten()
+}
+
+/// Declares a `{ items, next_cursor }` list type for the OpenAPI document.
+macro_rules! list_type {
+    ($name:ident, $item:ty) => {
+        /// One page of items.
+        #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            /// The items, oldest first.
+            pub items: Vec<$item>,
+            /// Pass as `cursor` to get the next page; absent on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+pub(crate) use list_type;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "AI gateway control plane",
+        description = "Configuration API: orgs, projects, providers, routes, policies, virtual keys and the audit log."
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The documented API routes and the OpenAPI document describing exactly them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(orgs::list_orgs, orgs::create_org))
+        .routes(routes!(orgs::get_org, orgs::delete_org))
+        .routes(routes!(projects::list_projects, projects::create_project))
+        .routes(routes!(
+            projects::get_project,
+            projects::update_project,
+            projects::delete_project
+        ))
+        .routes(routes!(
+            providers::list_providers,
+            providers::create_provider
+        ))
+        .routes(routes!(
+            providers::get_provider,
+            providers::update_provider,
+            providers::delete_provider
+        ))
+        .routes(routes!(routes::list_routes, routes::create_route))
+        .routes(routes!(routes::get_route, routes::delete_route))
+        .routes(routes!(policies::list_policies, policies::create_policy))
+        .routes(routes!(
+            policies::get_policy,
+            policies::update_policy,
+            policies::delete_policy
+        ))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::get_key, keys::revoke_key))
+        .routes(routes!(audit::query_audit))
+        .split_for_parts()
+}
+
+/// `GET /api/v1/openapi.json` (any authenticated caller).
+async fn openapi_json(
+    _caller: Caller,
+    axum::extract::State(doc): axum::extract::State<std::sync::Arc<serde_json::Value>>,
+) -> Json<serde_json::Value> {
+    Json((*doc).clone())
+}
+
+/// The full API router (before middleware): documented routes, the document, internal calls.
+pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
+    let (api, doc) = documented();
+    let doc = std::sync::Arc::new(serde_json::to_value(&doc)?);
+    let doc_router = Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .with_state(doc);
+    Ok(api
+        .route("/internal/v1/ingest/{kind}", post(internal::ingest))
+        .route("/healthz", get(crate::admin::healthz))
+        .route("/readyz", get(crate::admin::readyz))
+        .with_state(st)
+        .merge(doc_router))
+}

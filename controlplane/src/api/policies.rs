@@ -1,0 +1,215 @@
+//! `/api/v1/orgs/{org}/policies`: limits a project is held to — allowed models, body cap,
+//! requests and tokens per minute, monthly budget.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use gateway_schema::ModelPattern;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::orgs::authorized_org;
+use super::{list_type, next_cursor, ApiJson, ListQuery};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::guards::slug::{self, PathSlugs};
+use crate::rbac::Need;
+use crate::state::AppState;
+use crate::store::{PolicyFields, PolicyRow, StoreError};
+
+/// The largest body cap a policy may set: 1 GiB (the snapshot schema's limit).
+const MAX_BODY_CAP: u64 = 1024 * 1024 * 1024;
+
+/// A policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Policy {
+    /// Identifier (a slug).
+    pub slug: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub settings: PolicySettings,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// The settable fields of a policy (body of `PUT`); absent means unlimited.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct PolicySettings {
+    /// Model names or `prefix*` patterns the project may use; absent: every routed model.
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Request-body cap in bytes (1 to 1 GiB).
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Monthly budget in US cents.
+    #[serde(default)]
+    pub monthly_budget_cents: Option<u64>,
+}
+
+list_type!(PolicyList, Policy);
+
+/// Body of `POST .../policies`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    /// Identifier (a slug).
+    pub slug: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub settings: PolicySettings,
+}
+
+fn positive(field: &str, v: Option<u64>, max: u64) -> Result<Option<i64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= 1 && n <= max => Ok(i64::try_from(n).ok()),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_policy",
+            format!("{field} must be between 1 and {max}"),
+        )),
+    }
+}
+
+fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
+    let allowed_models = match &s.allowed_models {
+        None => None,
+        Some(list) => {
+            if list.len() > 1000 {
+                return Err(ApiError::bad_request(
+                    "invalid_policy",
+                    "allowed_models holds at most 1000 patterns",
+                ));
+            }
+            for m in list {
+                ModelPattern::try_from(m.clone()).map_err(|e| {
+                    ApiError::bad_request("invalid_policy", format!("allowed_models: {e}"))
+                })?;
+            }
+            Some(serde_json::to_string(list).map_err(|_| ApiError::internal())?)
+        }
+    };
+    let big = i64::MAX as u64;
+    Ok(PolicyFields {
+        allowed_models,
+        max_request_bytes: positive("max_request_bytes", s.max_request_bytes, MAX_BODY_CAP)?,
+        requests_per_minute: positive("requests_per_minute", s.requests_per_minute, big)?,
+        tokens_per_minute: positive("tokens_per_minute", s.tokens_per_minute, big)?,
+        monthly_budget_cents: positive("monthly_budget_cents", s.monthly_budget_cents, big)?,
+    })
+}
+
+fn view(r: PolicyRow) -> Result<Policy, ApiError> {
+    let allowed_models = match r.allowed_models {
+        None => None,
+        Some(j) => Some(serde_json::from_str(&j).map_err(|e| {
+            ApiError::from(StoreError::Corrupt(format!("policy allowed_models: {e}")))
+        })?),
+    };
+    let u = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+    Ok(Policy {
+        slug: r.slug,
+        settings: PolicySettings {
+            allowed_models,
+            max_request_bytes: u(r.max_request_bytes),
+            requests_per_minute: u(r.requests_per_minute),
+            tokens_per_minute: u(r.tokens_per_minute),
+            monthly_budget_cents: u(r.monthly_budget_cents),
+        },
+        created_at: r.created_at,
+    })
+}
+
+/// List an org's policies.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/policies", tag = "policies",
+    params(("org" = String, Path, description = "org slug"), ListQuery),
+    responses((status = 200, body = PolicyList), (status = 404, body = ErrorBody)))]
+pub async fn list_policies(
+    State(st): State<AppState>,
+    caller: Caller,
+    p: PathSlugs,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<PolicyList>, ApiError> {
+    let page = q.page()?;
+    let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;
+    let rows = st.store.list_policies(org.id, page).await?;
+    let next = next_cursor(page, rows.iter().map(|r| r.id));
+    let items = rows.into_iter().map(view).collect::<Result<_, _>>()?;
+    Ok(Json(PolicyList {
+        items,
+        next_cursor: next,
+    }))
+}
+
+/// Create a policy (editor).
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/policies", tag = "policies",
+    params(("org" = String, Path, description = "org slug")), request_body = CreatePolicy,
+    responses((status = 201, body = Policy), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_policy(
+    State(st): State<AppState>,
+    caller: Caller,
+    p: PathSlugs,
+    ApiJson(body): ApiJson<CreatePolicy>,
+) -> Result<(StatusCode, Json<Policy>), ApiError> {
+    let org = authorized_org(&st, &caller, &p, Need::ConfigWrite).await?;
+    let slug = slug::parse("slug", &body.slug)?;
+    let f = fields(&body.settings)?;
+    let row = st.store.create_policy(org.id, slug.as_str(), &f).await?;
+    Ok((StatusCode::CREATED, Json(view(row)?)))
+}
+
+/// Get a policy.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/policies/{policy}", tag = "policies",
+    params(("org" = String, Path, description = "org slug"), ("policy" = String, Path, description = "policy slug")),
+    responses((status = 200, body = Policy), (status = 404, body = ErrorBody)))]
+pub async fn get_policy(
+    State(st): State<AppState>,
+    caller: Caller,
+    p: PathSlugs,
+) -> Result<Json<Policy>, ApiError> {
+    let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;
+    let row = st.store.policy(org.id, p.get("policy")?.as_str()).await?;
+    Ok(Json(view(row)?))
+}
+
+/// Replace a policy's settings (editor).
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/policies/{policy}", tag = "policies",
+    params(("org" = String, Path, description = "org slug"), ("policy" = String, Path, description = "policy slug")),
+    request_body = PolicySettings,
+    responses((status = 200, body = Policy), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_policy(
+    State(st): State<AppState>,
+    caller: Caller,
+    p: PathSlugs,
+    ApiJson(body): ApiJson<PolicySettings>,
+) -> Result<Json<Policy>, ApiError> {
+    let org = authorized_org(&st, &caller, &p, Need::ConfigWrite).await?;
+    let f = fields(&body)?;
+    let row = st
+        .store
+        .update_policy(org.id, p.get("policy")?.as_str(), &f)
+        .await?;
+    Ok(Json(view(row)?))
+}
+
+/// Delete a policy no project uses (editor).
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/policies/{policy}", tag = "policies",
+    params(("org" = String, Path, description = "org slug"), ("policy" = String, Path, description = "policy slug")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_policy(
+    State(st): State<AppState>,
+    caller: Caller,
+    p: PathSlugs,
+) -> Result<StatusCode, ApiError> {
+    let org = authorized_org(&st, &caller, &p, Need::ConfigWrite).await?;
+    st.store
+        .delete_policy(org.id, p.get("policy")?.as_str())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

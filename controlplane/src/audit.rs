@@ -1,0 +1,176 @@
+//! The audit trail: every mutating request and every authentication or authorization failure
+//! becomes one record (time, actor, role, action, resource, outcome, request id, source).
+//! Never a body, a token or a key: only fields this module picks are written.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::auth::Identity;
+use crate::error::ErrorCode;
+use crate::headers::RequestId;
+use crate::state::AppState;
+use crate::store::{now_millis, AuditRecord, Store};
+
+#[derive(Debug, Default, Clone)]
+struct Note {
+    issuer: Option<String>,
+    subject: Option<String>,
+    email: Option<String>,
+    role: Option<String>,
+    reason: Option<String>,
+}
+
+/// What layers and handlers learn about a request, for its audit record.
+#[derive(Debug, Default, Clone)]
+pub struct AuditCtx(Arc<Mutex<Note>>);
+
+impl AuditCtx {
+    fn with(&self, f: impl FnOnce(&mut Note)) {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g);
+    }
+
+    /// Records the verified caller.
+    pub fn set_actor(&self, id: &Identity) {
+        self.with(|n| {
+            n.issuer = Some(id.issuer.clone());
+            n.subject = Some(id.subject.clone());
+            n.email = id.email.clone();
+        });
+    }
+
+    /// Records a component (internal secret) caller.
+    pub fn set_component(&self) {
+        self.with(|n| {
+            n.issuer = Some("internal".into());
+            n.subject = Some("component".into());
+        });
+    }
+
+    /// Records the role that decided.
+    pub fn set_role(&self, role: String) {
+        self.with(|n| n.role = Some(role));
+    }
+
+    /// Records a failure reason code.
+    pub fn set_reason(&self, reason: &str) {
+        self.with(|n| n.reason = Some(reason.to_owned()));
+    }
+
+    fn take(&self) -> Note {
+        let mut out = Note::default();
+        self.with(|n| out = n.clone());
+        out
+    }
+}
+
+/// Only these characters are copied from a path into a record; anything else (encoded
+/// bytes, CR/LF, colons...) replaces the whole path with a marker.
+fn safe_resource(path: &str) -> String {
+    let ok = path.len() <= 512
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/-_.".contains(&b));
+    if ok {
+        path.to_owned()
+    } else {
+        "<invalid path>".into()
+    }
+}
+
+fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "denied",
+        s if s >= 500 => "error",
+        s if s >= 400 => "rejected",
+        _ => "success",
+    }
+}
+
+/// Middleware: writes the record once the response is known.
+pub async fn record(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ctx = AuditCtx::default();
+    req.extensions_mut().insert(ctx.clone());
+    let method = req.method().clone();
+    let action_path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".into());
+    let resource = safe_resource(req.uri().path());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let source_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "unknown".into());
+
+    let resp = next.run(req).await;
+
+    let status = resp.status();
+    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let auth_failure = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    if !(mutating || auth_failure) {
+        return resp;
+    }
+    let note = ctx.take();
+    let reason = note
+        .reason
+        .or_else(|| resp.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()));
+    let rec = AuditRecord {
+        id: 0,
+        at_ms: now_millis(),
+        actor_issuer: note.issuer,
+        actor_subject: note.subject,
+        actor_email: note.email,
+        role: note.role,
+        action: format!("{method} {action_path}"),
+        resource,
+        outcome: outcome(status).into(),
+        status: i64::from(status.as_u16()),
+        reason,
+        request_id,
+        source_addr,
+    };
+    match st.store.append_audit(&rec).await {
+        Ok(()) => st.metrics.audit_records.inc(),
+        Err(e) => {
+            st.metrics.audit_write_failures.inc();
+            tracing::error!(error = %e, request_id = %rec.request_id, "cannot write audit record");
+        }
+    }
+    resp
+}
+
+/// Purges records older than the retention period now and then hourly, until shutdown.
+pub async fn retention_task(
+    store: Store,
+    retention_days: u32,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    loop {
+        match store.purge_audit(now_millis() - keep_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, retention_days, "purged old audit records"),
+            Err(e) => tracing::warn!(error = %e, "audit retention purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The control plane: the configuration API of the AI gateway, with verified OIDC identity,
+//! RBAC, an audit log, request guards and a SQLite/Postgres store.
+//!
+//! [`run`] takes already-bound listeners, so tests start the real server in-process on
+//! `127.0.0.1:0` and talk to it over real sockets.
+
+pub mod admin;
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod backup;
+pub mod config;
+pub mod error;
+pub mod guards;
+pub mod headers;
+pub mod metrics;
+pub mod rbac;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use tokio::net::TcpListener;
+
+use auth::internal::InternalSecrets;
+use auth::Authenticator;
+use config::{Config, ConfigError};
+use guards::rate_limit::RateLimiter;
+use metrics::Metrics;
+use state::AppState;
+use store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the OIDC issuer client: {0}")]
+    Oidc(#[from] auth::jwks::FetchError),
+    #[error(transparent)]
+    Redis(#[from] guards::rate_limit::RedisConfigError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot build the OpenAPI document: {0}")]
+    OpenApi(#[from] serde_json::Error),
+    #[error(
+        "no OIDC issuer is configured (development mode trusts forwarded identity headers), so \
+         refusing to listen on non-loopback address {0}; configure `oidc`, bind to 127.0.0.1, \
+         or set `dev.allow_non_loopback: true` if a trusted authenticating proxy is in front"
+    )]
+    DevModeNotLoopback(SocketAddr),
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects the store configured in `config` (and applies migrations).
+pub async fn connect_store(config: &Config) -> Result<Store, RunError> {
+    let url = config.database.connect_url()?;
+    Ok(Store::connect(&url, config.database.max_connections).await?)
+}
+
+/// Builds the shared state: store, identity, limiter, metrics.
+pub async fn build_state(config: Config) -> Result<AppState, RunError> {
+    config.validate()?;
+    let metrics = Metrics::new()?;
+    let store = connect_store(&config).await?;
+    let auth = match &config.oidc {
+        Some(o) => Authenticator::Oidc(Arc::new(
+            auth::oidc::OidcVerifier::start(o, metrics.clone()).await?,
+        )),
+        None => Authenticator::DevHeaders,
+    };
+    let internal = InternalSecrets::load(&config.internal)?;
+    let redis_url = match &config.guards.redis_url {
+        Some(r) => Some(r.resolve().map_err(|e| ConfigError::Secret {
+            field: "guards.redis_url",
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let limiter = RateLimiter::new(
+        &config.guards,
+        redis_url.as_ref(),
+        &config.guards.redis_key,
+        metrics.clone(),
+    )?;
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        auth: Arc::new(auth),
+        internal: Arc::new(internal),
+        limiter: Arc::new(limiter),
+        metrics,
+    })
+}
+
+/// The API router with every middleware, outermost first: edge (request id, security headers,
+/// metric), audit, authentication, guards.
+pub fn app(st: AppState) -> Result<axum::Router, RunError> {
+    Ok(api::router(st.clone())?
+        .layer(from_fn_with_state(st.clone(), guards::guard))
+        .layer(DefaultBodyLimit::disable())
+        .layer(from_fn_with_state(st.clone(), auth::authenticate))
+        .layer(from_fn_with_state(st.clone(), audit::record))
+        .layer(from_fn_with_state(st, headers::edge)))
+}
+
+/// Runs the API on `listener` and the admin endpoints on `admin_listener` until `shutdown`
+/// completes, then drains in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let addr = listener.local_addr()?;
+    if config.oidc.is_none() {
+        if !addr.ip().is_loopback() && !config.dev.allow_non_loopback {
+            return Err(RunError::DevModeNotLoopback(addr));
+        }
+        tracing::warn!(
+            "!!! DEVELOPMENT MODE: no OIDC issuer configured; X-Forwarded-Email and \
+             X-Forwarded-Groups are TRUSTED as identity. Never expose this server. !!!"
+        );
+    }
+    let st = build_state(config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let retention = tokio::spawn(audit::retention_task(
+        st.store.clone(),
+        st.config.audit.retention_days,
+        stop_rx.clone(),
+    ));
+    let grace = Duration::from_secs(st.config.server.shutdown_grace_secs);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api = axum::serve(
+        listener,
+        app(st.clone())?.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait(stop_rx.clone()));
+    let admin = axum::serve(admin_listener, admin::router(st.clone()))
+        .with_graceful_shutdown(wait(stop_rx.clone()));
+    tracing::info!(%addr, "control plane listening");
+    let servers = async { tokio::try_join!(async { api.await }, async { admin.await }) };
+    tokio::pin!(servers);
+    tokio::select! {
+        r = &mut servers => { r?; }
+        () = wait(stop_rx.clone()) => {
+            // Drain in-flight requests, but not forever.
+            match tokio::time::timeout(grace, &mut servers).await {
+                Ok(r) => { r?; }
+                Err(_) => tracing::warn!("shutdown grace period over; dropping connections"),
+            }
+        }
+    }
+    retention.abort();
+    st.store.close().await;
+    Ok(())
+}

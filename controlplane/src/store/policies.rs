@@ -1,0 +1,146 @@
+//! Policies: allowed models, body cap, request/token rates and budget of the projects using them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
+
+/// A policy row. `allowed_models` is a JSON array of model patterns, or NULL for all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct PolicyRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub slug: String,
+    pub allowed_models: Option<String>,
+    pub max_request_bytes: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub monthly_budget_cents: Option<i64>,
+    pub created_at: i64,
+}
+
+/// The settable fields of a policy.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFields {
+    pub allowed_models: Option<String>,
+    pub max_request_bytes: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub monthly_budget_cents: Option<i64>,
+}
+
+const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
+                    tokens_per_minute, monthly_budget_cents, created_at";
+
+impl Store {
+    /// Creates a policy.
+    pub async fn create_policy(
+        &self,
+        org_id: i64,
+        slug: &str,
+        f: &PolicyFields,
+    ) -> Result<PolicyRow, StoreError> {
+        sqlx::query_as::<_, PolicyRow>(&format!(
+            "INSERT INTO policies (org_id, slug, allowed_models, max_request_bytes, \
+             requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLS}"
+        ))
+        .bind(org_id)
+        .bind(slug)
+        .bind(f.allowed_models.clone())
+        .bind(f.max_request_bytes)
+        .bind(f.requests_per_minute)
+        .bind(f.tokens_per_minute)
+        .bind(f.monthly_budget_cents)
+        .bind(now_secs())
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| {
+            map_write(
+                e,
+                "a policy with this slug already exists in the org",
+                FkMeaning::Unknown("org"),
+            )
+        })
+    }
+
+    /// Replaces a policy's fields.
+    pub async fn update_policy(
+        &self,
+        org_id: i64,
+        slug: &str,
+        f: &PolicyFields,
+    ) -> Result<PolicyRow, StoreError> {
+        sqlx::query_as::<_, PolicyRow>(&format!(
+            "UPDATE policies SET allowed_models = $3, max_request_bytes = $4, \
+             requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7 \
+             WHERE org_id = $1 AND slug = $2 RETURNING {COLS}"
+        ))
+        .bind(org_id)
+        .bind(slug)
+        .bind(f.allowed_models.clone())
+        .bind(f.max_request_bytes)
+        .bind(f.requests_per_minute)
+        .bind(f.tokens_per_minute)
+        .bind(f.monthly_budget_cents)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("policy"))
+    }
+
+    /// Finds a policy.
+    pub async fn policy(&self, org_id: i64, slug: &str) -> Result<PolicyRow, StoreError> {
+        sqlx::query_as::<_, PolicyRow>(&format!(
+            "SELECT {COLS} FROM policies WHERE org_id = $1 AND slug = $2"
+        ))
+        .bind(org_id)
+        .bind(slug)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("policy"))
+    }
+
+    /// Finds a policy's slug by id.
+    pub async fn policy_slug(&self, id: i64) -> Result<String, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT slug FROM policies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| r.0).ok_or(StoreError::NotFound("policy"))
+    }
+
+    /// Lists an org's policies.
+    pub async fn list_policies(
+        &self,
+        org_id: i64,
+        page: Page,
+    ) -> Result<Vec<PolicyRow>, StoreError> {
+        Ok(sqlx::query_as::<_, PolicyRow>(&format!(
+            "SELECT {COLS} FROM policies WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(org_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes a policy no project uses.
+    pub async fn delete_policy(&self, org_id: i64, slug: &str) -> Result<(), StoreError> {
+        let res = sqlx::query("DELETE FROM policies WHERE org_id = $1 AND slug = $2")
+            .bind(org_id)
+            .bind(slug)
+            .execute(self.pool())
+            .await
+            .map_err(|e| {
+                map_write(
+                    e,
+                    "",
+                    FkMeaning::InUse("the policy is used by a project; detach it first"),
+                )
+            })?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound("policy"));
+        }
+        Ok(())
+    }
+}

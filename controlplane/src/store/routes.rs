@@ -1,0 +1,88 @@
+//! Model routes: which provider serves a model name.
+
+use serde::{Deserialize, Serialize};
+
+use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
+
+/// A route row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RouteRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub slug: String,
+    pub model: String,
+    pub provider_id: i64,
+    pub upstream_model: Option<String>,
+    pub created_at: i64,
+}
+
+const COLS: &str = "id, org_id, slug, model, provider_id, upstream_model, created_at";
+
+impl Store {
+    /// Creates a route.
+    pub async fn create_route(
+        &self,
+        org_id: i64,
+        slug: &str,
+        model: &str,
+        provider_id: i64,
+        upstream_model: Option<&str>,
+    ) -> Result<RouteRow, StoreError> {
+        sqlx::query_as::<_, RouteRow>(&format!(
+            "INSERT INTO routes (org_id, slug, model, provider_id, upstream_model, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLS}"
+        ))
+        .bind(org_id)
+        .bind(slug)
+        .bind(model)
+        .bind(provider_id)
+        .bind(upstream_model)
+        .bind(now_secs())
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| {
+            map_write(
+                e,
+                "a route with this slug already exists in the org",
+                FkMeaning::Unknown("the provider does not exist"),
+            )
+        })
+    }
+
+    /// Finds a route.
+    pub async fn route(&self, org_id: i64, slug: &str) -> Result<RouteRow, StoreError> {
+        sqlx::query_as::<_, RouteRow>(&format!(
+            "SELECT {COLS} FROM routes WHERE org_id = $1 AND slug = $2"
+        ))
+        .bind(org_id)
+        .bind(slug)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound("route"))
+    }
+
+    /// Lists an org's routes, in match order.
+    pub async fn list_routes(&self, org_id: i64, page: Page) -> Result<Vec<RouteRow>, StoreError> {
+        Ok(sqlx::query_as::<_, RouteRow>(&format!(
+            "SELECT {COLS} FROM routes WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(org_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes a route.
+    pub async fn delete_route(&self, org_id: i64, slug: &str) -> Result<(), StoreError> {
+        let res = sqlx::query("DELETE FROM routes WHERE org_id = $1 AND slug = $2")
+            .bind(org_id)
+            .bind(slug)
+            .execute(self.pool())
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound("route"));
+        }
+        Ok(())
+    }
+}
