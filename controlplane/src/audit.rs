@@ -24,6 +24,7 @@ struct Note {
     email: Option<String>,
     role: Option<String>,
     reason: Option<String>,
+    denied: bool,
 }
 
 /// What layers and handlers learn about a request, for its audit record.
@@ -59,6 +60,11 @@ impl AuditCtx {
     /// Records the role that decided.
     pub fn set_role(&self, role: String) {
         self.with(|n| n.role = Some(role));
+    }
+
+    /// Marks the request as refused by authorization (recorded even when answered 404).
+    pub fn set_denied(&self) {
+        self.with(|n| n.denied = true);
     }
 
     /// Records a failure reason code.
@@ -123,10 +129,10 @@ pub async fn record(State(st): State<AppState>, mut req: Request, next: Next) ->
     let status = resp.status();
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let auth_failure = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-    if !(mutating || auth_failure) {
+    let note = ctx.take();
+    if !(mutating || auth_failure || note.denied) {
         return resp;
     }
-    let note = ctx.take();
     let reason = note
         .reason
         .or_else(|| resp.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()));
@@ -139,7 +145,12 @@ pub async fn record(State(st): State<AppState>, mut req: Request, next: Next) ->
         role: note.role,
         action: format!("{method} {action_path}"),
         resource,
-        outcome: outcome(status).into(),
+        outcome: if note.denied {
+            "denied"
+        } else {
+            outcome(status)
+        }
+        .into(),
         status: i64::from(status.as_u16()),
         reason,
         request_id,

@@ -150,6 +150,7 @@ impl Caller {
             }
             Err(e) => {
                 self.audit.set_role(self.grants.summary());
+                self.audit.set_denied();
                 Err(e)
             }
         }
