@@ -1,0 +1,227 @@
+//! `controlplane backup --out` / `restore --in` round trip on SQLite, through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Env, TestServer};
+use controlplane::backup::{self, Backup};
+use controlplane::store::Store;
+use gateway_schema::Secret;
+use serde_json::{json, Value};
+
+/// Fills a store through the API: every table gets rows, including a revoked key.
+pub async fn populate(s: &TestServer, admin: &str) -> String {
+    for (p, b) in [
+        (
+            "/api/v1/orgs",
+            json!({"slug": "acme", "display_name": "Acme"}),
+        ),
+        ("/api/v1/orgs", json!({"slug": "globex"})),
+        (
+            "/api/v1/orgs/acme/policies",
+            json!({"slug": "std", "allowed_models": ["gpt-*"], "max_request_bytes": 4096,
+                   "requests_per_minute": 60, "tokens_per_minute": 1000, "monthly_budget_cents": 999}),
+        ),
+        (
+            "/api/v1/orgs/acme/projects",
+            json!({"slug": "web", "policy": "std"}),
+        ),
+        ("/api/v1/orgs/acme/projects", json!({"slug": "batch"})),
+        (
+            "/api/v1/orgs/acme/providers",
+            json!({"slug": "openai", "kind": "openai", "base_url": "https://api.openai.com",
+                   "api_key_ref": "env:OPENAI_API_KEY"}),
+        ),
+        (
+            "/api/v1/orgs/acme/routes",
+            json!({"slug": "gpt", "model": "gpt-*", "provider": "openai", "upstream_model": "gpt-4o"}),
+        ),
+    ] {
+        let (st, v) = s.post(p, admin, b).await;
+        assert_eq!(st, 201, "{p}: {v}");
+    }
+    let (_, k1) = s
+        .post(
+            "/api/v1/orgs/acme/projects/web/keys",
+            admin,
+            json!({"name": "a"}),
+        )
+        .await;
+    let (_, k2) = s
+        .post(
+            "/api/v1/orgs/acme/projects/web/keys",
+            admin,
+            json!({"name": "b", "expires_at": common::now() + 86400}),
+        )
+        .await;
+    let k2 = k2["id"].as_str().unwrap();
+    let (st, _) = s
+        .delete(&format!("/api/v1/orgs/acme/projects/web/keys/{k2}"), admin)
+        .await;
+    assert_eq!(st, 204);
+    k1["plaintext"].as_str().unwrap().to_owned()
+}
+
+/// The API's view of everything, for comparing two stores.
+pub async fn api_view(s: &TestServer, admin: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for p in [
+        "/api/v1/orgs",
+        "/api/v1/orgs/acme/policies",
+        "/api/v1/orgs/acme/projects",
+        "/api/v1/orgs/acme/providers",
+        "/api/v1/orgs/acme/routes",
+        "/api/v1/orgs/acme/projects/web/keys",
+    ] {
+        let (st, v) = s.get(p, admin).await;
+        assert_eq!(st, 200, "{p}");
+        out.insert(p.into(), v["items"].clone());
+    }
+    Value::Object(out)
+}
+
+fn same_data(a: &Backup, b: &Backup) {
+    assert_eq!(a.orgs, b.orgs);
+    assert_eq!(a.policies, b.policies);
+    assert_eq!(a.projects, b.projects);
+    assert_eq!(a.providers, b.providers);
+    assert_eq!(a.routes, b.routes);
+    assert_eq!(a.virtual_keys, b.virtual_keys);
+    assert_eq!(a.audit_log, b.audit_log);
+}
+
+fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("cfg-{}.yaml", common::unique("")));
+    std::fs::write(&p, format!("database:\n  sqlite_path: \"{db}\"\n")).unwrap();
+    p
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+async fn open(db: &str) -> Store {
+    Store::connect(&Secret::new(format!("sqlite://{db}?mode=rwc")), 1)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_backup_restores_into_a_fresh_store_identically() {
+    let env = Env::start().await;
+    let admin = env.admin();
+    let plaintext = populate(&env.server, &admin).await;
+    let view_a = api_view(&env.server, &admin).await;
+    let Env {
+        server,
+        issuer,
+        rsa,
+        db,
+        ..
+    } = env;
+    server.stop().await;
+
+    let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backup.json");
+    let cfg_a = write_config(&dir, &db);
+    let out = cli(&[
+        "backup",
+        "--config",
+        cfg_a.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains(&plaintext[12..]),
+        "backup holds a key plaintext"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "backup readable by others: {mode:o}");
+    }
+    // Never overwrites.
+    let again = cli(&[
+        "backup",
+        "--config",
+        cfg_a.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+
+    let db_b = dir.join("restored.db").display().to_string();
+    let cfg_b = write_config(&dir, &db_b);
+    let out = cli(&[
+        "restore",
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--in",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 orgs, 2 projects"));
+    // Restoring twice is refused: the target is no longer empty.
+    let out = cli(&[
+        "restore",
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--in",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+
+    let (a, b) = (open(&db).await, open(&db_b).await);
+    same_data(
+        &backup::take(&a).await.unwrap(),
+        &backup::take(&b).await.unwrap(),
+    );
+    a.close().await;
+    b.close().await;
+
+    // The restored store serves the same API view, and new rows get fresh ids.
+    let mut cfg = common::base_config(Some(&issuer.url), &db_b);
+    cfg.audit.retention_days = 3650;
+    let server_b = TestServer::start(cfg).await;
+    let admin = rsa.sign(&issuer.claims("root-admin", &["platform-admins"]));
+    assert_eq!(api_view(&server_b, &admin).await, view_a);
+    let (st, v) = server_b
+        .post(
+            "/api/v1/orgs/acme/projects",
+            &admin,
+            json!({"slug": "after-restore"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_rejects_files_that_are_not_backups() {
+    let dir = std::env::temp_dir().join(common::unique("cp-badbackup-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(&file, r#"{"format":"something-else","version":1}"#).unwrap();
+    let store = open(&dir.join("x.db").display().to_string()).await;
+    let err = backup::restore_from_file(&store, &file).await.unwrap_err();
+    assert!(matches!(err, backup::BackupError::Format(..)), "{err}");
+}
