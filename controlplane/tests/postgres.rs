@@ -1,0 +1,198 @@
+//! The store on a real PostgreSQL server: migrations, the API's semantics (conflicts, foreign
+//! keys, pagination) and the backup round trip, including a move to and from SQLite.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 with trust auth for `postgres` (database `test`). Each
+//! test creates and drops its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::data::{api_view, populate};
+use common::{MockIssuer, TestKey, TestServer};
+use controlplane::backup;
+use controlplane::store::Store;
+use gateway_schema::{Secret, SecretRef};
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection};
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh database, dropped on drop (best effort).
+struct PgDb {
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    async fn create() -> Self {
+        let mut c =
+            match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(ADMIN_URL))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                other => panic!(
+                    "PostgreSQL is not reachable at {ADMIN_URL} ({:?}). Start it with: \
+                 pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+                    other.map(|r| r.err())
+                ),
+            };
+        let name = common::unique("cp_test_");
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        c.close().await.ok();
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Self { name, url }
+    }
+
+    /// The URL as a secret reference (a file), the way a deployment passes it.
+    fn secret_ref(&self) -> SecretRef {
+        let p = std::env::temp_dir().join(common::unique("cp-pgurl-"));
+        std::fs::write(&p, &self.url).unwrap();
+        SecretRef::File(p)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A separate runtime on a separate thread: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = PgConnection::connect(ADMIN_URL).await {
+                    let _ = c
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn pg_server(db: &PgDb) -> (TestServer, MockIssuer, TestKey) {
+    let rsa = TestKey::rsa("test-only-rsa-1.pem", "rsa-1");
+    let issuer = MockIssuer::start(&[&rsa]).await;
+    let mut cfg = common::base_config(Some(&issuer.url), "/nonexistent/unused.db");
+    cfg.database.url = Some(db.secret_ref());
+    let server = TestServer::start(cfg).await;
+    (server, issuer, rsa)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_semantics_hold_on_postgres() {
+    let db = PgDb::create().await;
+    let (s, issuer, rsa) = pg_server(&db).await;
+    let admin = rsa.sign(&issuer.claims("root-admin", &["platform-admins"]));
+    let plaintext = populate(&s, &admin).await;
+    assert!(plaintext.starts_with("gwk_"));
+    // Unique violation → 409 conflict; foreign key → 409 in_use; missing → 404.
+    let (st, e) = s
+        .post("/api/v1/orgs", &admin, json!({"slug": "acme"}))
+        .await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("conflict")));
+    let (st, e) = s.delete("/api/v1/orgs/acme/providers/openai", &admin).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("in_use")));
+    let (st, e) = s.delete("/api/v1/orgs/acme/policies/std", &admin).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("in_use")));
+    let (st, _) = s.get("/api/v1/orgs/acme/routes/nope", &admin).await;
+    assert_eq!(st, 404);
+    // Pagination.
+    let (_, p1) = s.get("/api/v1/orgs/acme/projects?limit=1", &admin).await;
+    let c = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = s
+        .get(
+            &format!("/api/v1/orgs/acme/projects?limit=1&cursor={c}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(p1["items"][0]["slug"], "web");
+    assert_eq!(p2["items"][0]["slug"], "batch");
+    // The audit log works and readiness reflects the store.
+    let audit = s.audit(&admin).await;
+    assert!(audit
+        .iter()
+        .any(|r| r["status"] == 409 && r["reason"] == "in_use"));
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
+    let src = PgDb::create().await;
+    let (s, issuer, rsa) = pg_server(&src).await;
+    let admin = rsa.sign(&issuer.claims("root-admin", &["platform-admins"]));
+    populate(&s, &admin).await;
+    let view = api_view(&s, &admin).await;
+    s.stop().await;
+
+    let src_store = Store::connect(&Secret::new(src.url.clone()), 2)
+        .await
+        .unwrap();
+    let taken = backup::take(&src_store).await.unwrap();
+    let dir = std::env::temp_dir().join(common::unique("cp-pgbackup-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pg.json");
+    backup::backup_to_file(&src_store, &file).await.unwrap();
+    src_store.close().await;
+
+    // Postgres → Postgres.
+    let dst = PgDb::create().await;
+    let dst_store = Store::connect(&Secret::new(dst.url.clone()), 2)
+        .await
+        .unwrap();
+    let counts = backup::restore_from_file(&dst_store, &file).await.unwrap();
+    assert_eq!(counts, taken.counts());
+    let restored = backup::take(&dst_store).await.unwrap();
+    assert_eq!(restored.orgs, taken.orgs);
+    assert_eq!(restored.projects, taken.projects);
+    assert_eq!(restored.virtual_keys, taken.virtual_keys);
+    assert_eq!(restored.audit_log, taken.audit_log);
+    dst_store.close().await;
+    let (s2, issuer2, rsa2) = pg_server(&dst).await;
+    let admin2 = rsa2.sign(&issuer2.claims("root-admin", &["platform-admins"]));
+    assert_eq!(api_view(&s2, &admin2).await, view);
+    // Sequences moved past the restored ids.
+    let (st, v) = s2
+        .post(
+            "/api/v1/orgs/acme/projects",
+            &admin2,
+            json!({"slug": "after-restore"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    s2.stop().await;
+
+    // Postgres → SQLite → Postgres.
+    let lite = common::temp_db();
+    let lite_store = Store::connect(&Secret::new(format!("sqlite://{lite}?mode=rwc")), 1)
+        .await
+        .unwrap();
+    backup::restore(&lite_store, &taken).await.unwrap();
+    let via_lite = backup::take(&lite_store).await.unwrap();
+    lite_store.close().await;
+    assert_eq!(via_lite.orgs, taken.orgs);
+    assert_eq!(via_lite.policies, taken.policies);
+    assert_eq!(via_lite.routes, taken.routes);
+    let back = PgDb::create().await;
+    let back_store = Store::connect(&Secret::new(back.url.clone()), 2)
+        .await
+        .unwrap();
+    backup::restore(&back_store, &via_lite).await.unwrap();
+    let final_ = backup::take(&back_store).await.unwrap();
+    back_store.close().await;
+    assert_eq!(final_.virtual_keys, taken.virtual_keys);
+    assert_eq!(final_.audit_log, taken.audit_log);
+}
