@@ -35,6 +35,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         grace_period_seconds: Some(s.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

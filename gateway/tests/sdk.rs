@@ -40,14 +40,25 @@ async fn official_openai_and_anthropic_sdks_work_through_the_gateway() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "SDK script failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["openai_text"], "Hello from mock");
     assert_eq!(v["openai_usage"], 9);
     assert_eq!(v["openai_stream"], "Hello from mock");
     assert_eq!(v["openai_models"], serde_json::json!(["fast", "needs-key"]));
-    assert_eq!(v["openai_bad_key"], serde_json::json!({"status": 401, "code": "invalid_api_key"}));
-    assert_eq!(v["openai_bad_model"], serde_json::json!({"status": 404, "code": "model_not_found"}));
+    assert_eq!(
+        v["openai_bad_key"],
+        serde_json::json!({"status": 401, "code": "invalid_api_key"})
+    );
+    assert_eq!(
+        v["openai_bad_model"],
+        serde_json::json!({"status": 404, "code": "model_not_found"})
+    );
     assert_eq!(v["anthropic_text"], "Hello from mock");
     assert_eq!(v["anthropic_usage"], 4);
     assert_eq!(v["anthropic_stream"], "Hello from mock");

@@ -53,6 +53,10 @@ pub struct ServerSettings {
     /// Watch the config file for changes (besides SIGHUP).
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// Let worker threads steal each other's tasks. Off by default: one single-threaded
+    /// runtime per thread (like nginx workers) measured ~10% faster on small requests.
+    #[serde(default)]
+    pub work_stealing: bool,
 }
 
 /// PEM certificate chain and private key.
@@ -76,6 +80,7 @@ impl Default for ServerSettings {
             body_read_timeout_seconds: default_body_read_timeout(),
             tls: None,
             watch_config: true,
+            work_stealing: false,
         }
     }
 }
