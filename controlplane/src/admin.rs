@@ -19,7 +19,10 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 
 /// `GET /readyz`: the store is reachable.
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let mut r = if st.store.ping().await {
+    let reachable = tokio::time::timeout(std::time::Duration::from_secs(2), st.store.ping())
+        .await
+        .unwrap_or(false);
+    let mut r = if reachable {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
     } else {
         (

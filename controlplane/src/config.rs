@@ -133,10 +133,20 @@ impl DatabaseConfig {
                 field: "database.url",
                 reason: e.to_string(),
             }),
-            None => Ok(Secret::new(format!(
-                "sqlite://{}?mode=rwc",
-                self.sqlite_path.display()
-            ))),
+            None => {
+                // The path is percent-decoded by the driver: escape what would end it early.
+                let path = self.sqlite_path.display().to_string();
+                let mut escaped = String::with_capacity(path.len());
+                for c in path.chars() {
+                    match c {
+                        '%' => escaped.push_str("%25"),
+                        '?' => escaped.push_str("%3F"),
+                        '#' => escaped.push_str("%23"),
+                        c => escaped.push(c),
+                    }
+                }
+                Ok(Secret::new(format!("sqlite://{escaped}?mode=rwc")))
+            }
         }
     }
 }
@@ -416,6 +426,18 @@ mod tests {
         let prod = Config::load(&root.join("conf/controlplane.production.yaml")).unwrap();
         assert!(prod.oidc.is_some());
         assert!(prod.database.url.is_some());
+    }
+
+    #[test]
+    fn sqlite_paths_with_url_characters_are_escaped() {
+        let db = DatabaseConfig {
+            sqlite_path: PathBuf::from("/data/a b?c#d%e.db"),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(
+            db.connect_url().unwrap().expose(),
+            "sqlite:///data/a b%3Fc%23d%25e.db?mode=rwc"
+        );
     }
 
     #[test]

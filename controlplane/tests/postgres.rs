@@ -196,3 +196,40 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     assert_eq!(final_.virtual_keys, taken.virtual_keys);
     assert_eq!(final_.audit_log, taken.audit_log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_the_store_goes_away() {
+    let db = PgDb::create().await;
+    let (s, _issuer, _rsa) = pg_server(&db).await;
+    let ready = || async {
+        s.http
+            .get(format!("{}/readyz", s.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    let mut c = PgConnection::connect(ADMIN_URL).await.unwrap();
+    c.execute(format!("DROP DATABASE {} WITH (FORCE)", db.name).as_str())
+        .await
+        .unwrap();
+    let mut last = 0;
+    for _ in 0..50 {
+        last = ready().await;
+        if last == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 503, "readyz still reports ready without a database");
+    // Liveness is unaffected.
+    let live = s
+        .http
+        .get(format!("{}/healthz", s.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+}

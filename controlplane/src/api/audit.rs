@@ -26,6 +26,8 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Action, exactly (`POST /api/v1/orgs`).
     pub action: Option<String>,
+    /// Request id (`x-request-id`), exactly.
+    pub request_id: Option<String>,
     /// At most this many items (1–200, default 50).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
@@ -51,6 +53,7 @@ pub async fn query_audit(
         until_ms: q.until_ms,
         actor: q.actor,
         action: q.action,
+        request_id: q.request_id,
     };
     let rows = st.store.query_audit(&f, page).await?;
     let next = next_cursor(page, rows.iter().map(|r| r.id));

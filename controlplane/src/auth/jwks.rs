@@ -216,16 +216,16 @@ impl JwksCache {
 
     /// The key for `kid`, refreshing under the rules above. `None`: reject the token.
     pub async fn key(&self, kid: &str) -> Option<Arc<VerifyKey>> {
-        let stale = Self::due(*lock(&self.fetched_at), self.max_age);
-        if stale
-            && Self::due(
-                *lock(&self.last_attempt),
-                self.max_age.min(self.unknown_interval),
-            )
-        {
+        // Stale keys are refreshed at most once per retry period, even while the issuer is
+        // down: requests that queued behind a failed attempt do not each retry it.
+        let retry = self.max_age.min(self.unknown_interval);
+        let needs = || {
+            Self::due(*lock(&self.fetched_at), self.max_age)
+                && Self::due(*lock(&self.last_attempt), retry)
+        };
+        if needs() {
             let _guard = self.refresh_lock.lock().await;
-            // Another task may have refreshed while we waited.
-            if Self::due(*lock(&self.fetched_at), self.max_age) {
+            if needs() {
                 let _ = self.refresh_locked().await;
             }
         }

@@ -43,6 +43,7 @@ pub struct AuditFilter {
     pub until_ms: Option<i64>,
     pub actor: Option<String>,
     pub action: Option<String>,
+    pub request_id: Option<String>,
 }
 
 const COLS: &str = "id, at_ms, actor_issuer, actor_subject, actor_email, role, action, resource, \
@@ -73,7 +74,8 @@ impl Store {
         Ok(())
     }
 
-    /// Queries records, oldest first. `actor` matches subject or email exactly.
+    /// Queries records, oldest first. `actor` matches subject or email exactly; every filter is
+    /// an exact match.
     pub async fn query_audit(
         &self,
         f: &AuditFilter,
@@ -82,7 +84,7 @@ impl Store {
         Ok(sqlx::query_as::<_, AuditRecord>(&format!(
             "SELECT {COLS} FROM audit_log WHERE id > $1 AND at_ms >= $2 AND at_ms <= $3 \
              AND ($4 = '' OR actor_subject = $4 OR actor_email = $4) \
-             AND ($5 = '' OR action = $5) ORDER BY id LIMIT $6"
+             AND ($5 = '' OR action = $5) AND ($7 = '' OR request_id = $7) ORDER BY id LIMIT $6"
         ))
         .bind(page.after)
         .bind(f.since_ms.unwrap_or(0))
@@ -90,6 +92,7 @@ impl Store {
         .bind(f.actor.clone().unwrap_or_default())
         .bind(f.action.clone().unwrap_or_default())
         .bind(page.limit)
+        .bind(f.request_id.clone().unwrap_or_default())
         .fetch_all(self.pool())
         .await?)
     }

@@ -50,18 +50,30 @@ impl Store {
         page: Page,
         only: Option<&[String]>,
     ) -> Result<Vec<OrgRow>, StoreError> {
-        let rows = sqlx::query_as::<_, OrgRow>(&format!(
-            "SELECT {COLS} FROM orgs WHERE id > $1 ORDER BY id"
-        ))
-        .bind(page.after)
-        .fetch_all(self.pool())
-        .await?;
-        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
-        Ok(rows
-            .into_iter()
-            .filter(|r| only.is_none_or(|o| o.contains(&r.slug)))
-            .take(limit)
-            .collect())
+        let Some(only) = only else {
+            return Ok(sqlx::query_as::<_, OrgRow>(&format!(
+                "SELECT {COLS} FROM orgs WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(page.after)
+            .bind(page.limit)
+            .fetch_all(self.pool())
+            .await?);
+        };
+        if only.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..only.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {COLS} FROM orgs WHERE id > $1 AND slug IN ({}) ORDER BY id LIMIT $2",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, OrgRow>(&sql)
+            .bind(page.after)
+            .bind(page.limit);
+        for slug in only {
+            q = q.bind(slug.clone());
+        }
+        Ok(q.fetch_all(self.pool()).await?)
     }
 
     /// Deletes an org that holds nothing.

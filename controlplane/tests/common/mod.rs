@@ -338,12 +338,18 @@ impl TestServer {
         }
     }
 
-    /// The audit record of the request with this id.
+    /// The audit record of the request with this id (through the `request_id` filter).
     pub async fn audit_for(&self, admin_token: &str, request_id: &str) -> Option<Value> {
-        self.audit(admin_token)
-            .await
-            .into_iter()
-            .find(|r| r["request_id"] == request_id)
+        let (s, v) = self
+            .get(
+                &format!("/api/v1/audit?request_id={request_id}"),
+                admin_token,
+            )
+            .await;
+        assert_eq!(s, 200, "audit query failed: {v}");
+        let items = v["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "several records for one request id: {v}");
+        items.first().cloned()
     }
 
     pub async fn metrics(&self) -> String {
