@@ -6,18 +6,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# Build prerequisites: cmake (Pingora's zlib-ng), OpenSSL headers (Pingora's TLS backend).
-missing=()
-command -v cmake >/dev/null || missing+=(cmake)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
-command -v python3 >/dev/null || missing+=(python3 python3-venv)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source scripts/deps.sh
 
 # Services the control plane tests use (Redis, PostgreSQL). Start them when they are down.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
