@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// `GET /healthz`: the process is up.
 pub async fn healthz(State(st): State<AppState>) -> Response {
     let mut r = (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response();
-    apply_security_headers(&mut r, st.config.server.served_over_tls);
+    apply_security_headers(&mut r, st.config.server.hsts());
     r
 }
 
@@ -31,7 +31,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         )
             .into_response()
     };
-    apply_security_headers(&mut r, st.config.server.served_over_tls);
+    apply_security_headers(&mut r, st.config.server.hsts());
     r
 }
 
@@ -41,7 +41,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics.encode(),
     )
         .into_response();
-    apply_security_headers(&mut r, st.config.server.served_over_tls);
+    apply_security_headers(&mut r, st.config.server.hsts());
     r
 }
 

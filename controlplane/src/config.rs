@@ -62,13 +62,33 @@ pub struct ServerConfig {
     /// The admin address: `/healthz`, `/readyz`, `/metrics`.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
-    /// Set when clients reach the API over TLS (terminated here or by a proxy in front):
-    /// adds `Strict-Transport-Security` to every response.
+    /// Serve the API over TLS with this certificate and key (PEM files).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Set when clients reach the API over TLS terminated by a proxy in front: adds
+    /// `Strict-Transport-Security` to every response (always sent when `tls` is set).
     #[serde(default)]
     pub served_over_tls: bool,
     /// Seconds to let in-flight requests finish on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+}
+
+/// TLS certificate and key for the API port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+impl ServerConfig {
+    /// Whether responses carry HSTS: the API is reached over TLS, here or in front.
+    pub fn hsts(&self) -> bool {
+        self.served_over_tls || self.tls.is_some()
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -86,6 +106,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            tls: None,
             served_over_tls: false,
             shutdown_grace_secs: default_shutdown_grace(),
         }
@@ -426,6 +447,7 @@ mod tests {
         let prod = Config::load(&root.join("conf/controlplane.production.yaml")).unwrap();
         assert!(prod.oidc.is_some());
         assert!(prod.database.url.is_some());
+        assert!(prod.server.tls.is_some());
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub async fn edge(State(st): State<AppState>, mut req: Request, next: Next) -> R
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
-    apply_security_headers(&mut resp, st.config.server.served_over_tls);
+    apply_security_headers(&mut resp, st.config.server.hsts());
     resp
 }
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub enum RunError {
          or set `dev.allow_non_loopback: true` if a trusted authenticating proxy is in front"
     )]
     DevModeNotLoopback(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -145,15 +148,40 @@ pub async fn run(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api = axum::serve(
-        listener,
-        app(st.clone())?.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(stop_rx.clone()));
+    let tls = match &st.config.server.tls {
+        Some(t) => Some(tls::server_config(t)?),
+        None => None,
+    };
+    let make_api = app(st.clone())?.into_make_service_with_connect_info::<SocketAddr>();
+    let api_rx = stop_rx.clone();
+    let api = async move {
+        match tls {
+            None => {
+                axum::serve(listener, make_api)
+                    .with_graceful_shutdown(wait(api_rx))
+                    .await
+            }
+            Some(cfg) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    wait(api_rx).await;
+                    h.graceful_shutdown(None);
+                });
+                axum_server::from_tcp_rustls(
+                    listener.into_std()?,
+                    axum_server::tls_rustls::RustlsConfig::from_config(cfg),
+                )?
+                .handle(handle)
+                .serve(make_api)
+                .await
+            }
+        }
+    };
     let admin = axum::serve(admin_listener, admin::router(st.clone()))
         .with_graceful_shutdown(wait(stop_rx.clone()));
-    tracing::info!(%addr, "control plane listening");
-    let servers = async { tokio::try_join!(async { api.await }, async { admin.await }) };
+    tracing::info!(%addr, tls = st.config.server.tls.is_some(), "control plane listening");
+    let servers = async { tokio::try_join!(api, async { admin.await }) };
     tokio::pin!(servers);
     tokio::select! {
         r = &mut servers => { r?; }

@@ -406,3 +406,62 @@ async fn development_mode_trusts_headers_only_on_loopback() {
     .await;
     assert_eq!(st, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_is_served_over_tls_with_hsts_when_a_certificate_is_configured() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let env = Env::start_with(|c| {
+        c.server.tls = Some(controlplane::config::TlsConfig {
+            cert_path: fixtures.join("test-only-tls-cert.pem"),
+            key_path: fixtures.join("test-only-tls-key.pem"),
+        });
+    })
+    .await;
+    let s = &env.server;
+    assert!(s.url.starts_with("https://"));
+    let resp = s
+        .req(reqwest::Method::GET, "/api/v1/orgs", Some(&env.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .contains("max-age="));
+    // Over TLS the audit still sees the client's address.
+    let resp = s
+        .req(reqwest::Method::POST, "/api/v1/orgs", Some(&env.admin()))
+        .header("x-request-id", "tls-create")
+        .json(&json!({"slug": "secure"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let rec = s.audit_for(&env.admin(), "tls-create").await.unwrap();
+    assert!(
+        rec["source_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{rec}"
+    );
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let (st, _) = raw(
+        s.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_ne!(st, 200);
+
+    // A missing key file stops the start with a clear error.
+    let mut cfg = common::base_config(None, &common::temp_db());
+    cfg.server.tls = Some(controlplane::config::TlsConfig {
+        cert_path: fixtures.join("test-only-tls-cert.pem"),
+        key_path: fixtures.join("missing-key.pem"),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = controlplane::run(l, a, cfg, async {}).await.unwrap_err();
+    assert!(err.to_string().contains("missing-key.pem"), "{err}");
+}

@@ -51,7 +51,7 @@ pub struct UpdateProject {
     /// Human-readable name (unchanged when absent).
     #[serde(default)]
     pub display_name: Option<String>,
-    /// A policy of the same org, by slug; null detaches.
+    /// A policy of the same org, by slug. `PUT` replaces: absent or null detaches.
     #[serde(default)]
     pub policy: Option<String>,
 }

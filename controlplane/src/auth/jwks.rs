@@ -193,7 +193,16 @@ impl JwksCache {
                 d.jwks_uri
             }
         };
-        let raw: RawJwks = self.get_json(&jwks_uri).await?;
+        let raw: RawJwks = match self.get_json(&jwks_uri).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The issuer may have moved its keys: discover again on the next attempt.
+                if let Ok(mut u) = self.jwks_uri.write() {
+                    *u = None;
+                }
+                return Err(e);
+            }
+        };
         let mut map = HashMap::new();
         for v in raw.keys {
             let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {

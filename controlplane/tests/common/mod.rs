@@ -243,13 +243,19 @@ impl TestServer {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let url = format!("http://{addr}");
+        let tls = cfg.server.tls.is_some();
+        let url = format!("{}://{addr}", if tls { "https" } else { "http" });
         let admin_url = format!("http://{}", a.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(controlplane::run(l, a, cfg, async {
             let _ = rx.await;
         }));
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut http = reqwest::Client::builder().no_proxy();
+        if tls {
+            let ca = reqwest::Certificate::from_pem(&fixture("test-only-tls-cert.pem")).unwrap();
+            http = http.add_root_certificate(ca);
+        }
+        let http = http.build().unwrap();
         let mut s = Self {
             url,
             admin_url,
