@@ -400,10 +400,17 @@ impl Config {
                 field: "oidc.issuer",
                 reason: e.to_string(),
             })?;
-            if !matches!(url.scheme(), "https" | "http") {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            // Keys fetched over plain HTTP could be swapped in transit: only a local issuer.
+            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
                 return Err(ConfigError::Invalid {
                     field: "oidc.issuer",
-                    reason: "must be an https:// URL".into(),
+                    reason: "must be an https:// URL (http:// only for a loopback issuer)".into(),
                 });
             }
         }
@@ -460,6 +467,19 @@ mod tests {
             db.connect_url().unwrap().expose(),
             "sqlite:///data/a b%3Fc%23d%25e.db?mode=rwc"
         );
+    }
+
+    #[test]
+    fn plain_http_issuer_is_refused_unless_local() {
+        let cfg = |issuer: &str| -> Config {
+            serde_yaml_ng::from_str(&format!("oidc:\n  issuer: {issuer}\n  audience: [a]\n"))
+                .unwrap()
+        };
+        assert!(cfg("http://idp.example.com").validate().is_err());
+        assert!(cfg("ftp://idp.example.com").validate().is_err());
+        assert!(cfg("https://idp.example.com").validate().is_ok());
+        assert!(cfg("http://127.0.0.1:8080").validate().is_ok());
+        assert!(cfg("http://localhost:8080").validate().is_ok());
     }
 
     #[test]

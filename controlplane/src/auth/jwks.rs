@@ -322,3 +322,64 @@ fn usable_key(jwk: &Jwk) -> Option<(String, VerifyKey)> {
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some((kid, VerifyKey { algorithms, key }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::EncodingKey;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read(p).unwrap()
+    }
+
+    fn rsa_jwk() -> serde_json::Value {
+        let enc = EncodingKey::from_rsa_pem(&fixture("test-only-rsa-1.pem")).unwrap();
+        let mut v =
+            serde_json::to_value(Jwk::from_encoding_key(&enc, Algorithm::RS256).unwrap()).unwrap();
+        v["kid"] = "k".into();
+        v
+    }
+
+    fn parse(v: serde_json::Value) -> Option<Vec<Algorithm>> {
+        let jwk: Jwk = serde_json::from_value(v).ok()?;
+        usable_key(&jwk).map(|(_, k)| k.algorithms)
+    }
+
+    #[test]
+    fn keeps_signing_keys_with_the_algorithms_of_their_type() {
+        assert_eq!(parse(rsa_jwk()), Some(vec![Algorithm::RS256]));
+        let mut no_alg = rsa_jwk();
+        no_alg.as_object_mut().unwrap().remove("alg");
+        assert_eq!(parse(no_alg), Some(RSA_ALGS.to_vec()));
+        let enc = EncodingKey::from_ec_pem(&fixture("test-only-ec-1.pem")).unwrap();
+        let mut ec =
+            serde_json::to_value(Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap()).unwrap();
+        ec["kid"] = "e".into();
+        ec["use"] = "sig".into();
+        assert_eq!(parse(ec), Some(vec![Algorithm::ES256]));
+    }
+
+    #[test]
+    fn drops_symmetric_encryption_mismatched_and_anonymous_keys() {
+        let oct = serde_json::json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0LXNlY3JldA", "alg": "HS256"});
+        assert_eq!(parse(oct), None);
+        let mut enc = rsa_jwk();
+        enc["use"] = "enc".into();
+        assert_eq!(parse(enc), None);
+        let mut ops = rsa_jwk();
+        ops["key_ops"] = serde_json::json!(["encrypt"]);
+        assert_eq!(parse(ops), None);
+        let mut mismatched = rsa_jwk();
+        mismatched["alg"] = "ES256".into();
+        assert_eq!(parse(mismatched), None);
+        let mut hs = rsa_jwk();
+        hs["alg"] = "HS256".into();
+        assert_eq!(parse(hs), None);
+        let mut anonymous = rsa_jwk();
+        anonymous.as_object_mut().unwrap().remove("kid");
+        assert_eq!(parse(anonymous), None);
+    }
+}

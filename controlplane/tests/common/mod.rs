@@ -279,6 +279,13 @@ impl TestServer {
         panic!("server did not become healthy");
     }
 
+    /// Triggers graceful shutdown without waiting for it.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
