@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::auth::Identity;
 use crate::error::ErrorCode;
@@ -124,19 +124,54 @@ pub async fn record(State(st): State<AppState>, mut req: Request, next: Next) ->
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "unknown".into());
 
-    let resp = next.run(req).await;
+    // The request runs to completion in its own task, so a client that disconnects
+    // mid-request cannot cancel the change after it is made but before it is recorded.
+    let task = tokio::spawn(async move {
+        let resp = next.run(req).await;
+        let rec = build(
+            &ctx,
+            &method,
+            &action_path,
+            resource,
+            request_id,
+            source_addr,
+            &resp,
+        );
+        if let Some(rec) = rec {
+            write(&st, &rec).await;
+        }
+        resp
+    });
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            crate::error::ApiError::internal().into_response()
+        }
+    }
+}
 
+/// The record for a finished request, or None when it is not audited (a successful read).
+fn build(
+    ctx: &AuditCtx,
+    method: &Method,
+    action_path: &str,
+    resource: String,
+    request_id: String,
+    source_addr: String,
+    resp: &Response,
+) -> Option<AuditRecord> {
     let status = resp.status();
-    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mutating = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let auth_failure = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     let note = ctx.take();
     if !(mutating || auth_failure || note.denied) {
-        return resp;
+        return None;
     }
     let reason = note
         .reason
         .or_else(|| resp.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()));
-    let rec = AuditRecord {
+    Some(AuditRecord {
         id: 0,
         at_ms: now_millis(),
         actor_issuer: note.issuer,
@@ -155,15 +190,17 @@ pub async fn record(State(st): State<AppState>, mut req: Request, next: Next) ->
         reason,
         request_id,
         source_addr,
-    };
-    match st.store.append_audit(&rec).await {
+    })
+}
+
+async fn write(st: &AppState, rec: &AuditRecord) {
+    match st.store.append_audit(rec).await {
         Ok(()) => st.metrics.audit_records.inc(),
         Err(e) => {
             st.metrics.audit_write_failures.inc();
             tracing::error!(error = %e, request_id = %rec.request_id, "cannot write audit record");
         }
     }
-    resp
 }
 
 /// Purges records older than the retention period now and then hourly, until shutdown.

@@ -296,3 +296,33 @@ async fn canaries_in_bodies_tokens_and_headers_never_reach_the_audit_store_or_lo
         .unwrap()
         .contains("CANARYBODY7f3a"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_request_is_still_audited() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start().await;
+    let admin = env.admin();
+    let mut conn = tokio::net::TcpStream::connect(env.server.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/orgs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\n\
+         X-Request-Id: gone-away\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"slug\""
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(conn);
+    let mut rec = None;
+    for _ in 0..100 {
+        rec = env.server.audit_for(&admin, "gone-away").await;
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rec = rec.expect("abandoned request was not audited");
+    assert_eq!(rec["actor_subject"], "root-admin");
+    assert_eq!(rec["action"], "POST /api/v1/orgs");
+    assert_eq!(rec["status"], 400);
+    assert_eq!(rec["reason"], "body_read_failed");
+}
