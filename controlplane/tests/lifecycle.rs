@@ -59,3 +59,87 @@ async fn in_flight_request_finishes_during_graceful_shutdown() {
         .await
         .expect("server did not stop after draining");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_from_a_config_file_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(common::unique("cp-bin-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (api, admin) = (free_port(), free_port());
+    let cfg = dir.join("cp.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  listen: \"127.0.0.1:{api}\"\n  admin_listen: \"127.0.0.1:{admin}\"\n\
+             database:\n  sqlite_path: \"{}\"\n",
+            dir.join("cp.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await
+        {
+            up = r.status() == 200;
+            if up {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !up {
+        let _ = child.kill();
+        panic!("binary did not become ready");
+    }
+    let r = http
+        .get(format!("http://127.0.0.1:{api}/api/v1/orgs"))
+        .header("x-forwarded-email", "dev@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = exited.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("binary did not stop on SIGTERM");
+    });
+    assert!(exited.success(), "exit status {exited}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains("DEVELOPMENT MODE"),
+        "no loud warning at start: {out}"
+    );
+    assert!(
+        dir.join("cp.db").exists(),
+        "the SQLite file was not created"
+    );
+}
