@@ -72,6 +72,13 @@ pub struct ServerConfig {
     /// Seconds to let in-flight requests finish on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has for the TLS handshake and for sending a complete request head.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
 }
 
 /// TLS certificate and key for the API port.
@@ -109,6 +116,7 @@ impl Default for ServerConfig {
             tls: None,
             served_over_tls: false,
             shutdown_grace_secs: default_shutdown_grace(),
+            header_read_timeout_secs: default_header_read_timeout(),
         }
     }
 }
@@ -421,6 +429,12 @@ impl Config {
                     reason: format!("`{}` is neither `*` nor a valid org slug", gr.org),
                 });
             }
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "server.header_read_timeout_secs",
+                reason: "must be positive".into(),
+            });
         }
         if self.guards.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {

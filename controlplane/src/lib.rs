@@ -153,28 +153,43 @@ pub async fn run(
         None => None,
     };
     let make_api = app(st.clone())?.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
     let api_rx = stop_rx.clone();
+    tokio::spawn(async move {
+        wait(api_rx).await;
+        h.graceful_shutdown(None);
+    });
+    // A client gets this long to send a complete request head; slow-header connections
+    // (slowloris) are closed instead of held.
+    let head_timeout = Duration::from_secs(st.config.server.header_read_timeout_secs);
+    let std_listener = listener.into_std()?;
     let api = async move {
         match tls {
             None => {
-                axum::serve(listener, make_api)
-                    .with_graceful_shutdown(wait(api_rx))
-                    .await
+                let mut server = axum_server::from_tcp(std_listener)?
+                    .handle(handle)
+                    .first_request_timeout(head_timeout);
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(head_timeout);
+                server.serve(make_api).await
             }
             Some(cfg) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    wait(api_rx).await;
-                    h.graceful_shutdown(None);
-                });
-                axum_server::from_tcp_rustls(
-                    listener.into_std()?,
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
                     axum_server::tls_rustls::RustlsConfig::from_config(cfg),
-                )?
-                .handle(handle)
-                .serve(make_api)
-                .await
+                )
+                .handshake_timeout(head_timeout);
+                let mut server = axum_server::from_tcp(std_listener)?
+                    .acceptor(acceptor)
+                    .handle(handle)
+                    .first_request_timeout(head_timeout);
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(head_timeout);
+                server.serve(make_api).await
             }
         }
     };

@@ -465,3 +465,34 @@ async fn api_is_served_over_tls_with_hsts_when_a_certificate_is_configured() {
     let err = controlplane::run(l, a, cfg, async {}).await.unwrap_err();
     assert!(err.to_string().contains("missing-key.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let mut conn = tokio::net::TcpStream::connect(env.server.addr)
+        .await
+        .unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        res.is_ok(),
+        "a connection with an unfinished head was held open"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // A complete request on a fresh connection is still served.
+    assert_eq!(env.server.get("/api/v1/orgs", &env.admin()).await.0, 200);
+}
