@@ -277,6 +277,9 @@ pub struct GuardsConfig {
     /// Largest accepted request body (bytes).
     #[serde(default = "default_body_cap")]
     pub max_body_bytes: usize,
+    /// Seconds the whole body of a mutating request may take to arrive (408 after).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
     /// Token bucket capacity (burst).
     #[serde(default = "default_burst")]
     pub rate_limit_burst: u32,
@@ -301,6 +304,9 @@ fn default_redis_key() -> String {
     "controlplane:ratelimit:global".into()
 }
 
+fn default_body_read_timeout() -> u64 {
+    30
+}
 fn default_body_cap() -> usize {
     1024 * 1024
 }
@@ -321,6 +327,7 @@ impl Default for GuardsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_body_cap(),
+            body_read_timeout_secs: default_body_read_timeout(),
             rate_limit_burst: default_burst(),
             rate_limit_per_second: default_refill(),
             redis_url: None,
@@ -433,6 +440,12 @@ impl Config {
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "server.header_read_timeout_secs",
+                reason: "must be positive".into(),
+            });
+        }
+        if self.guards.body_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "guards.body_read_timeout_secs",
                 reason: "must be positive".into(),
             });
         }

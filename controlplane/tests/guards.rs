@@ -496,3 +496,29 @@ async fn slow_request_heads_are_cut_off() {
     // A complete request on a fresh connection is still served.
     assert_eq!(env.server.get("/api/v1/orgs", &env.admin()).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with(|c| c.guards.body_read_timeout_secs = 1).await;
+    let admin = env.admin();
+    let mut conn = tokio::net::TcpStream::connect(env.server.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/orgs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\n\
+         Connection: close\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut buf),
+    )
+    .await
+    .expect("a trickling body held the request open")
+    .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"));
+}

@@ -1,6 +1,8 @@
 //! The body cap: larger than the limit is 413, decided from `Content-Length` before reading
 //! anything, or while reading a body without one (chunked), never buffering past the cap.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -16,8 +18,8 @@ fn too_large(cap: usize) -> ApiError {
     )
 }
 
-/// Reads the body up to `cap` bytes and hands back a request holding it.
-pub async fn buffer(req: Request, cap: usize) -> Result<Request, ApiError> {
+/// Reads the body up to `cap` bytes within `timeout` and hands back a request holding it.
+pub async fn buffer(req: Request, cap: usize, timeout: Duration) -> Result<Request, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -34,7 +36,18 @@ pub async fn buffer(req: Request, cap: usize) -> Result<Request, ApiError> {
         _ => {}
     }
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, cap).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(body, cap).collect()).await;
+    let Ok(read) = read else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {}s",
+                timeout.as_secs()
+            ),
+        ));
+    };
+    let bytes = match read {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large(cap)),
         Err(_) => {

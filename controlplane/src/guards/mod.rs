@@ -55,7 +55,8 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
             .into_response()
         }
     }
-    match body_cap::buffer(req, st.config.guards.max_body_bytes).await {
+    let timeout = std::time::Duration::from_secs(st.config.guards.body_read_timeout_secs);
+    match body_cap::buffer(req, st.config.guards.max_body_bytes, timeout).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     }
