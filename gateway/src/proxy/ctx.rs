@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::errors::Reject;
-use crate::state::ActiveConfig;
+use crate::state::{ActiveConfig, Provider};
 
 /// Counts a request as in flight from context creation until it is dropped, so a graceful
 /// shutdown knows when the last one has finished.
@@ -66,6 +66,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The provider chosen in the request phase, on this request's config.
+    pub fn chosen_provider(&self) -> Option<&Provider> {
+        self.config.as_deref()?.providers.get(self.provider?)
+    }
+
     /// A fresh context.
     pub fn new(in_flight: InFlight) -> Self {
         Self {

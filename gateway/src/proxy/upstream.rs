@@ -44,12 +44,9 @@ pub fn upstream_peer(
     _session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<Box<HttpPeer>> {
-    let cfg = ctx
-        .config
-        .as_ref()
-        .ok_or_else(|| internal("no config in context"))?;
-    let idx = ctx.provider.ok_or_else(|| internal("no provider chosen"))?;
-    let p = &cfg.providers[idx];
+    let p = ctx
+        .chosen_provider()
+        .ok_or_else(|| internal("no provider chosen"))?;
     let addr = *p.addrs.load().first().ok_or_else(|| {
         Error::explain(
             ErrorType::ConnectNoRoute,
@@ -75,12 +72,9 @@ pub fn upstream_request_filter(
     req: &mut RequestHeader,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<()> {
-    let cfg = ctx
-        .config
-        .as_ref()
-        .ok_or_else(|| internal("no config in context"))?;
-    let idx = ctx.provider.ok_or_else(|| internal("no provider chosen"))?;
-    let p = &cfg.providers[idx];
+    let p = ctx
+        .chosen_provider()
+        .ok_or_else(|| internal("no provider chosen"))?;
 
     // Headers named in `Connection` are hop-by-hop too.
     let listed: Vec<String> = req
