@@ -19,4 +19,4 @@ pub use snapshot::{
     KeySpec, ModelPattern, ProjectSpec, ProviderKind, ProviderSpec, RouteSpec, Snapshot,
     DEFAULT_MAX_REQUEST_BYTES,
 };
-pub use validate::{SchemaError, ValidationErrors};
+pub use validate::{SchemaError, ValidationErrors, MAX_REQUEST_BYTES_LIMIT};

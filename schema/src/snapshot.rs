@@ -46,6 +46,19 @@ pub enum ProviderKind {
     OpenaiCompatible,
 }
 
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+    /// Parses the kind as written in configs.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "openai" => Ok(Self::Openai),
+            "anthropic" => Ok(Self::Anthropic),
+            "openai-compatible" => Ok(Self::OpenaiCompatible),
+            _ => Err("kind must be openai, anthropic or openai-compatible".into()),
+        }
+    }
+}
+
 impl ProviderKind {
     /// The kind as written in configs.
     pub fn as_str(self) -> &'static str {
@@ -185,4 +198,21 @@ pub struct KeySpec {
     /// Unix time (seconds) after which the key is rejected with 401.
     #[serde(default)]
     pub expires_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProviderKind;
+
+    #[test]
+    fn provider_kind_parses_what_it_prints() {
+        for k in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::OpenaiCompatible,
+        ] {
+            assert_eq!(k.as_str().parse::<ProviderKind>(), Ok(k));
+        }
+        assert!("gemini".parse::<ProviderKind>().is_err());
+    }
 }

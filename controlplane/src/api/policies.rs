@@ -17,8 +17,8 @@ use crate::rbac::Need;
 use crate::state::AppState;
 use crate::store::{PolicyFields, PolicyRow, StoreError};
 
-/// The largest body cap a policy may set: 1 GiB (the snapshot schema's limit).
-const MAX_BODY_CAP: u64 = 1024 * 1024 * 1024;
+/// The largest body cap a policy may set: the snapshot schema's limit (1 GiB).
+const MAX_BODY_CAP: u64 = gateway_schema::MAX_REQUEST_BYTES_LIMIT;
 
 /// A policy.
 #[derive(Debug, Serialize, ToSchema)]

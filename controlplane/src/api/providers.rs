@@ -76,13 +76,10 @@ struct Valid {
 }
 
 fn validate(s: &ProviderSettings) -> Result<Valid, ApiError> {
-    let kind: ProviderKind = serde_json::from_value(serde_json::Value::String(s.kind.clone()))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_provider_kind",
-                "kind must be openai, anthropic or openai-compatible",
-            )
-        })?;
+    let kind: ProviderKind = s
+        .kind
+        .parse()
+        .map_err(|why: String| ApiError::bad_request("invalid_provider_kind", why))?;
     let bad_url = |why: &str| ApiError::bad_request("invalid_base_url", format!("base_url {why}"));
     let url = url::Url::parse(&s.base_url).map_err(|_| bad_url("is not a URL"))?;
     if !matches!(url.scheme(), "http" | "https") {
