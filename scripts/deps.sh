@@ -7,6 +7,8 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+command -v openssl >/dev/null || missing+=(openssl)   # TLS test certificate
+command -v curl >/dev/null || missing+=(curl)         # TLS / HTTP2-by-ALPN test client
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
