@@ -73,7 +73,9 @@ impl Accumulator {
         if let Some(joined) = self.joined.as_mut() {
             joined.extend_from_slice(&chunk);
         } else if let Some(first) = self.first.take() {
-            let capacity = declared.map_or(self.len as usize * 2, |d| d as usize);
+            // Trust a declared length only up to 1 MiB up front, so a slow client announcing
+            // a large body cannot make the gateway reserve the whole cap before sending it.
+            let capacity = declared.map_or(self.len as usize * 2, |d| d.min(1 << 20) as usize);
             let mut joined = BytesMut::with_capacity(capacity.max(self.len as usize));
             joined.extend_from_slice(&first);
             joined.extend_from_slice(&chunk);
