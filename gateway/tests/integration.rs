@@ -49,13 +49,7 @@ async fn alias_route_rewrites_the_upstream_model() {
     let up = MockUpstream::start().await;
     let gw = GatewayProc::start(&standard_config(up.addr)).await;
     let body = serde_json::json!({"model": "fast", "messages": [{"role": "user", "content": "x"}], "temperature": 0.5});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(DEMO_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&gw, "/v1/chat/completions", DEMO_KEY, &body).await;
     assert_eq!(resp.status(), 200);
     let seen = up.last();
     assert_eq!(seen.json()["model"], "gpt-4o-mini");
@@ -122,14 +116,11 @@ async fn five_mib_body_is_routed_by_model_and_forwarded_whole() {
     assert_eq!(seen.body.as_ref(), &bytes[..]);
 
     // The same through a chunked upload (no Content-Length).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        bytes.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let chunks = chunked(&bytes, 100_000);
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(DEMO_KEY)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(chunks)
         .send()
         .await
         .unwrap();
@@ -197,15 +188,7 @@ async fn anthropic_stream_passes_through_as_events() {
 async fn model_list_shows_only_allowed_exact_routes() {
     let up = MockUpstream::start().await;
     let gw = GatewayProc::start(&standard_config(up.addr)).await;
-    let v: serde_json::Value = client()
-        .get(gw.url("/v1/models"))
-        .bearer_auth(DEMO_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = get_json(&gw, "/v1/models", DEMO_KEY).await;
     let ids: Vec<&str> = v["data"]
         .as_array()
         .unwrap()
@@ -213,15 +196,7 @@ async fn model_list_shows_only_allowed_exact_routes() {
         .filter_map(|m| m["id"].as_str())
         .collect();
     assert_eq!(ids, vec!["fast", "needs-key"]);
-    let v: serde_json::Value = client()
-        .get(gw.url("/v1/models"))
-        .bearer_auth(RESTRICTED_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = get_json(&gw, "/v1/models", RESTRICTED_KEY).await;
     assert_eq!(v["data"].as_array().map(Vec::len), Some(0));
     assert_eq!(up.count(), 0);
 }
@@ -251,13 +226,13 @@ async fn metrics_count_requests_by_bounded_labels() {
     let up = MockUpstream::start().await;
     let gw = GatewayProc::start(&standard_config(up.addr)).await;
     for _ in 0..3 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(DEMO_KEY)
-            .json(&chat_body("gpt-4o", false))
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(
+            &gw,
+            "/v1/chat/completions",
+            DEMO_KEY,
+            &chat_body("gpt-4o", false),
+        )
+        .await;
         assert_eq!(r.status(), 200);
     }
     let r = client()

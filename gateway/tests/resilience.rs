@@ -23,13 +23,13 @@ async fn upstream_connect_failure_is_502_and_timeout_is_504() {
         1,
     );
     let gw = GatewayProc::start(&config).await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(DEMO_KEY)
-        .json(&chat_body("gpt-4o", false))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        DEMO_KEY,
+        &chat_body("gpt-4o", false),
+    )
+    .await;
     assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
     assert!(r.headers().contains_key("x-request-id"));
     assert_eq!(error_code(r).await, (502, "upstream_connect_failed".into()));

@@ -111,13 +111,7 @@ async fn client_credentials_are_stripped_and_replaced_by_the_provider_key() {
 
     // Native Anthropic: a client Authorization header is dropped, the provider's x-api-key set.
     let body = serde_json::json!({"model": "claude-3-haiku", "max_tokens": 5, "messages": []});
-    let r = client()
-        .post(gw.url("/anthropic/v1/messages"))
-        .bearer_auth(DEMO_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&gw, "/anthropic/v1/messages", DEMO_KEY, &body).await;
     assert_eq!(r.status(), 200);
     let seen = up.last();
     assert_eq!(seen.header("authorization"), None);
@@ -137,7 +131,7 @@ async fn body_cap_is_exact_with_content_length_and_chunked() {
     let up = MockUpstream::start().await;
     let gw = GatewayProc::start(&standard_config(up.addr)).await;
     // The restricted project caps bodies at 1024 bytes.
-    for (len, chunked, want) in [
+    for (len, is_chunked, want) in [
         (1024, false, 200),
         (1025, false, 413),
         (1024, true, 200),
@@ -149,17 +143,14 @@ async fn body_cap_is_exact_with_content_length_and_chunked() {
         let req = client()
             .post(gw.url("/v1/chat/completions"))
             .bearer_auth(RESTRICTED_KEY);
-        let req = if chunked {
-            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-                body.chunks(100).map(|c| Ok(c.to_vec())).collect();
-            req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            )))
+        let req = if is_chunked {
+            let chunks = chunked(&body, 100);
+            req.body(chunks)
         } else {
             req.body(body.clone())
         };
         let (status, code) = error_code(req.send().await.unwrap()).await;
-        assert_eq!(status, want, "len {len} chunked {chunked}");
+        assert_eq!(status, want, "len {len} chunked {is_chunked}");
         if want == 413 {
             assert_eq!(code, "request_too_large");
             assert_eq!(
@@ -239,13 +230,13 @@ async fn model_policy_errors_are_openai_shaped() {
     assert_eq!(r2.unwrap(), "application/json");
 
     // Native pass-through: a restricted project must name an allowed model in its body.
-    let r = client()
-        .post(gw.url("/anthropic/v1/messages"))
-        .bearer_auth(RESTRICTED_KEY)
-        .json(&serde_json::json!({"model": "claude-2", "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &gw,
+        "/anthropic/v1/messages",
+        RESTRICTED_KEY,
+        &serde_json::json!({"model": "claude-2", "messages": []}),
+    )
+    .await;
     assert_eq!(error_code(r).await, (403, "model_not_allowed".into()));
     let r = client()
         .post(gw.url("/anthropic/v1/messages"))
@@ -255,13 +246,13 @@ async fn model_policy_errors_are_openai_shaped() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await, (403, "model_not_allowed".into()));
-    let r = client()
-        .post(gw.url("/anthropic/v1/messages"))
-        .bearer_auth(RESTRICTED_KEY)
-        .json(&serde_json::json!({"model": "claude-3-haiku", "max_tokens": 5, "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &gw,
+        "/anthropic/v1/messages",
+        RESTRICTED_KEY,
+        &serde_json::json!({"model": "claude-3-haiku", "max_tokens": 5, "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.count(), 2);
 }
@@ -362,13 +353,7 @@ async fn keys_and_bodies_never_reach_logs_or_metrics() {
         .send()
         .await
         .unwrap();
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(DEMO_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    post_json(&gw, "/v1/chat/completions", DEMO_KEY, &body).await;
     client()
         .post(gw.url("/v1/chat/completions?k=CANARY-QUERY"))
         .header("x-api-key", DEMO_KEY)

@@ -510,3 +510,39 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String) {
 pub fn status_of(resp: &StatusCode) -> u16 {
     resp.as_u16()
 }
+
+/// POSTs `body` as JSON with `key` as a Bearer token.
+pub async fn post_json(
+    gw: &GatewayProc,
+    path: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .post(gw.url(path))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GETs `path` with `key` as a Bearer token and parses the JSON answer.
+pub async fn get_json(gw: &GatewayProc, path: &str, key: &str) -> serde_json::Value {
+    client()
+        .get(gw.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `bytes` as a chunked upload (no Content-Length) in pieces of `size`.
+pub fn chunked(bytes: &[u8], size: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(size).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
