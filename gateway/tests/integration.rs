@@ -24,6 +24,10 @@ async fn openai_chat_completion_is_routed_by_model_with_provider_key_injected() 
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], "client-req-42");
+    assert_eq!(
+        resp.headers()["x-upstream-request-id"],
+        "req_mock_upstream_1"
+    );
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
 

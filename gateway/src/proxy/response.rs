@@ -10,8 +10,14 @@ use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
 use super::Gateway;
 
-/// Adds the request id to the response head.
+/// Puts the gateway's request id on the response head. A provider's own id (OpenAI and
+/// Anthropic send one; support asks for it) moves to `x-upstream-request-id`.
 pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    if let Some(upstream_id) = resp.remove_header("x-request-id") {
+        if upstream_id.as_bytes() != ctx.request_id.as_bytes() {
+            resp.insert_header("x-upstream-request-id", upstream_id)?;
+        }
+    }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     Ok(())
 }

@@ -88,6 +88,7 @@ fn json(status: u16, v: serde_json::Value) -> Response {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
+        .header("x-request-id", "req_mock_upstream_1")
         .body(Body::from(v.to_string()))
         .unwrap()
 }
