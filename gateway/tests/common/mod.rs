@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use gateway_schema::KeyDigest;
@@ -506,10 +506,6 @@ pub async fn error_code(resp: reqwest::Response) -> (u16, String) {
             .unwrap_or("<no code>")
             .to_owned(),
     )
-}
-
-pub fn status_of(resp: &StatusCode) -> u16 {
-    resp.as_u16()
 }
 
 /// POSTs `body` as JSON with `key` as a Bearer token.
