@@ -128,6 +128,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+        // The quickstart must also compile (its keys are optional, its hosts may not resolve).
+        let quick = GatewayFile::load(&conf.join("quickstart.yaml"));
+        let quick = quick.unwrap_or_else(|e| panic!("{e}"));
+        crate::state::ActiveConfig::build(&quick.snapshot, 1).unwrap_or_else(|e| panic!("{e}"));
+        // The production template's secrets live in files that exist only in a deployment.
+        GatewayFile::load(&conf.join("gateway.production.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = parse("server:\n  listen: 1.2.3.4:80\n  threds: 2\n")
             .err()
