@@ -255,3 +255,52 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_revokes_a_key_does_not_cut_its_in_flight_stream() {
+    let up = MockUpstream::start().await;
+    let base = standard_config(up.addr);
+    let gw = GatewayProc::start(&base).await;
+    // A stream that takes ~1.5 s, begun under a config where DEMO_KEY is valid.
+    let url = gw.url("/v1/chat/completions");
+    let slow = tokio::spawn(async move {
+        let r = client()
+            .post(url)
+            .bearer_auth(DEMO_KEY)
+            .header("x-mock-chunk-delay-ms", "300")
+            .json(&chat_body("gpt-4o", true))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Revoke the key while the stream is in flight.
+    gw.rewrite_config(&base.replacen(
+        "        prefix: \"gwk_demo\"",
+        "        prefix: \"gwk_demo\"\n        revoked: true",
+        1,
+    ));
+    gw.signal("HUP");
+    wait_for("revocation applied", || async {
+        gw.config_generation().await >= 2
+    })
+    .await;
+    let (code, _) = error_code(
+        post_json(
+            &gw,
+            "/v1/chat/completions",
+            DEMO_KEY,
+            &chat_body("gpt-4o", false),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(code, 401, "the new config is live");
+    let (status, text) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("data: [DONE]"),
+        "the in-flight stream was cut: {text}"
+    );
+}
