@@ -4,6 +4,7 @@
 
 mod audit;
 mod keys;
+mod org_scoped;
 mod orgs;
 mod policies;
 mod projects;

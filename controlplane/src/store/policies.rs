@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::org_scoped::OrgTable;
 use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
 
 /// A policy row. `allowed_models` is a JSON array of model patterns, or NULL for all.
@@ -27,6 +28,12 @@ pub struct PolicyFields {
     pub tokens_per_minute: Option<i64>,
     pub monthly_budget_cents: Option<i64>,
 }
+
+const TABLE: OrgTable = OrgTable {
+    table: "policies",
+    cols: COLS,
+    what: "policy",
+};
 
 const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
                     tokens_per_minute, monthly_budget_cents, created_at";
@@ -89,23 +96,12 @@ impl Store {
 
     /// Finds a policy.
     pub async fn policy(&self, org_id: i64, slug: &str) -> Result<PolicyRow, StoreError> {
-        sqlx::query_as::<_, PolicyRow>(&format!(
-            "SELECT {COLS} FROM policies WHERE org_id = $1 AND slug = $2"
-        ))
-        .bind(org_id)
-        .bind(slug)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("policy"))
+        self.find_in_org(&TABLE, org_id, slug).await
     }
 
     /// Finds a policy's slug by id.
     pub async fn policy_slug(&self, id: i64) -> Result<String, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT slug FROM policies WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| r.0).ok_or(StoreError::NotFound("policy"))
+        self.slug_by_id(&TABLE, id).await
     }
 
     /// Lists an org's policies.
@@ -114,33 +110,17 @@ impl Store {
         org_id: i64,
         page: Page,
     ) -> Result<Vec<PolicyRow>, StoreError> {
-        Ok(sqlx::query_as::<_, PolicyRow>(&format!(
-            "SELECT {COLS} FROM policies WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(org_id)
-        .bind(page.after)
-        .bind(page.limit)
-        .fetch_all(self.pool())
-        .await?)
+        self.list_in_org(&TABLE, org_id, page).await
     }
 
     /// Deletes a policy no project uses.
     pub async fn delete_policy(&self, org_id: i64, slug: &str) -> Result<(), StoreError> {
-        let res = sqlx::query("DELETE FROM policies WHERE org_id = $1 AND slug = $2")
-            .bind(org_id)
-            .bind(slug)
-            .execute(self.pool())
-            .await
-            .map_err(|e| {
-                map_write(
-                    e,
-                    "",
-                    FkMeaning::InUse("the policy is used by a project; detach it first"),
-                )
-            })?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound("policy"));
-        }
-        Ok(())
+        self.delete_in_org(
+            &TABLE,
+            org_id,
+            slug,
+            Some("the policy is used by a project; detach it first"),
+        )
+        .await
     }
 }

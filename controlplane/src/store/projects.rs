@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::org_scoped::OrgTable;
 use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
 
 /// A project row.
@@ -14,6 +15,12 @@ pub struct ProjectRow {
     pub policy_id: Option<i64>,
     pub created_at: i64,
 }
+
+const TABLE: OrgTable = OrgTable {
+    table: "projects",
+    cols: COLS,
+    what: "project",
+};
 
 const COLS: &str = "id, org_id, slug, display_name, policy_id, created_at";
 
@@ -70,14 +77,7 @@ impl Store {
 
     /// Finds a project.
     pub async fn project(&self, org_id: i64, slug: &str) -> Result<ProjectRow, StoreError> {
-        sqlx::query_as::<_, ProjectRow>(&format!(
-            "SELECT {COLS} FROM projects WHERE org_id = $1 AND slug = $2"
-        ))
-        .bind(org_id)
-        .bind(slug)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("project"))
+        self.find_in_org(&TABLE, org_id, slug).await
     }
 
     /// Lists an org's projects.
@@ -86,14 +86,7 @@ impl Store {
         org_id: i64,
         page: Page,
     ) -> Result<Vec<ProjectRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ProjectRow>(&format!(
-            "SELECT {COLS} FROM projects WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(org_id)
-        .bind(page.after)
-        .bind(page.limit)
-        .fetch_all(self.pool())
-        .await?)
+        self.list_in_org(&TABLE, org_id, page).await
     }
 
     /// Deletes a project and its keys.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::org_scoped::OrgTable;
 use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
 
 /// A provider row. `api_key_ref` is `env:NAME` or `file:/path`, never a key.
@@ -15,6 +16,12 @@ pub struct ProviderRow {
     pub api_key_ref: Option<String>,
     pub created_at: i64,
 }
+
+const TABLE: OrgTable = OrgTable {
+    table: "providers",
+    cols: COLS,
+    what: "provider",
+};
 
 const COLS: &str = "id, org_id, slug, kind, base_url, api_key_ref, created_at";
 
@@ -74,23 +81,12 @@ impl Store {
 
     /// Finds a provider.
     pub async fn provider(&self, org_id: i64, slug: &str) -> Result<ProviderRow, StoreError> {
-        sqlx::query_as::<_, ProviderRow>(&format!(
-            "SELECT {COLS} FROM providers WHERE org_id = $1 AND slug = $2"
-        ))
-        .bind(org_id)
-        .bind(slug)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("provider"))
+        self.find_in_org(&TABLE, org_id, slug).await
     }
 
     /// Finds a provider's slug by id.
     pub async fn provider_slug(&self, id: i64) -> Result<String, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT slug FROM providers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| r.0).ok_or(StoreError::NotFound("provider"))
+        self.slug_by_id(&TABLE, id).await
     }
 
     /// Lists an org's providers.
@@ -99,33 +95,17 @@ impl Store {
         org_id: i64,
         page: Page,
     ) -> Result<Vec<ProviderRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ProviderRow>(&format!(
-            "SELECT {COLS} FROM providers WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(org_id)
-        .bind(page.after)
-        .bind(page.limit)
-        .fetch_all(self.pool())
-        .await?)
+        self.list_in_org(&TABLE, org_id, page).await
     }
 
     /// Deletes a provider no route uses.
     pub async fn delete_provider(&self, org_id: i64, slug: &str) -> Result<(), StoreError> {
-        let res = sqlx::query("DELETE FROM providers WHERE org_id = $1 AND slug = $2")
-            .bind(org_id)
-            .bind(slug)
-            .execute(self.pool())
-            .await
-            .map_err(|e| {
-                map_write(
-                    e,
-                    "",
-                    FkMeaning::InUse("the provider is used by a route; delete the route first"),
-                )
-            })?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound("provider"));
-        }
-        Ok(())
+        self.delete_in_org(
+            &TABLE,
+            org_id,
+            slug,
+            Some("the provider is used by a route; delete the route first"),
+        )
+        .await
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::org_scoped::OrgTable;
 use super::{map_write, now_secs, FkMeaning, Page, Store, StoreError};
 
 /// A route row.
@@ -15,6 +16,12 @@ pub struct RouteRow {
     pub upstream_model: Option<String>,
     pub created_at: i64,
 }
+
+const TABLE: OrgTable = OrgTable {
+    table: "routes",
+    cols: COLS,
+    what: "route",
+};
 
 const COLS: &str = "id, org_id, slug, model, provider_id, upstream_model, created_at";
 
@@ -51,38 +58,16 @@ impl Store {
 
     /// Finds a route.
     pub async fn route(&self, org_id: i64, slug: &str) -> Result<RouteRow, StoreError> {
-        sqlx::query_as::<_, RouteRow>(&format!(
-            "SELECT {COLS} FROM routes WHERE org_id = $1 AND slug = $2"
-        ))
-        .bind(org_id)
-        .bind(slug)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound("route"))
+        self.find_in_org(&TABLE, org_id, slug).await
     }
 
     /// Lists an org's routes, in match order.
     pub async fn list_routes(&self, org_id: i64, page: Page) -> Result<Vec<RouteRow>, StoreError> {
-        Ok(sqlx::query_as::<_, RouteRow>(&format!(
-            "SELECT {COLS} FROM routes WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(org_id)
-        .bind(page.after)
-        .bind(page.limit)
-        .fetch_all(self.pool())
-        .await?)
+        self.list_in_org(&TABLE, org_id, page).await
     }
 
     /// Deletes a route.
     pub async fn delete_route(&self, org_id: i64, slug: &str) -> Result<(), StoreError> {
-        let res = sqlx::query("DELETE FROM routes WHERE org_id = $1 AND slug = $2")
-            .bind(org_id)
-            .bind(slug)
-            .execute(self.pool())
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound("route"));
-        }
-        Ok(())
+        self.delete_in_org(&TABLE, org_id, slug, None).await
     }
 }
