@@ -137,14 +137,7 @@ async fn sse_chunks_reach_the_client_before_the_upstream_finishes() {
     let up = MockUpstream::start().await;
     let gw = GatewayProc::start(&standard_config(up.addr)).await;
     // 6 events, 300 ms apart: the whole stream takes 1.5 s upstream.
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(DEMO_KEY)
-        .header("x-mock-chunk-delay-ms", "300")
-        .json(&chat_body("gpt-4o", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = slow_chat_stream(gw.url("/v1/chat/completions"), 300).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let start = Instant::now();

@@ -222,18 +222,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let mut gw = GatewayProc::start(&standard_config(up.addr)).await;
     let url = gw.url("/v1/chat/completions");
     // A streamed response that takes ~1.2 s.
-    let slow = tokio::spawn(async move {
-        let r = client()
-            .post(url)
-            .bearer_auth(DEMO_KEY)
-            .header("x-mock-chunk-delay-ms", "250")
-            .json(&chat_body("gpt-4o", true))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap())
-    });
+    let slow = spawn_slow_chat_stream(url, 250);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     gw.signal("TERM");
@@ -263,17 +252,7 @@ async fn a_reload_that_revokes_a_key_does_not_cut_its_in_flight_stream() {
     let gw = GatewayProc::start(&base).await;
     // A stream that takes ~1.5 s, begun under a config where DEMO_KEY is valid.
     let url = gw.url("/v1/chat/completions");
-    let slow = tokio::spawn(async move {
-        let r = client()
-            .post(url)
-            .bearer_auth(DEMO_KEY)
-            .header("x-mock-chunk-delay-ms", "300")
-            .json(&chat_body("gpt-4o", true))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    });
+    let slow = spawn_slow_chat_stream(url, 300);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Revoke the key while the stream is in flight.
     gw.rewrite_config(&base.replacen(

@@ -543,3 +543,27 @@ pub fn chunked(bytes: &[u8], size: usize) -> reqwest::Body {
         bytes.chunks(size).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
+
+/// Starts a streamed chat completion with DEMO_KEY that the mock upstream answers with 6 SSE
+/// events `chunk_delay_ms` apart; returns as soon as the response head arrives.
+pub async fn slow_chat_stream(url: String, chunk_delay_ms: u64) -> reqwest::Response {
+    client()
+        .post(url)
+        .bearer_auth(DEMO_KEY)
+        .header("x-mock-chunk-delay-ms", chunk_delay_ms.to_string())
+        .json(&chat_body("gpt-4o", true))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `slow_chat_stream` in its own task, read to the end: yields (status, whole body).
+pub fn spawn_slow_chat_stream(
+    url: String,
+    chunk_delay_ms: u64,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    tokio::spawn(async move {
+        let r = slow_chat_stream(url, chunk_delay_ms).await;
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
