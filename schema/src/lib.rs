@@ -16,7 +16,7 @@ pub use key::{KeyDigest, MintedKey};
 pub use secret::{Secret, SecretRef, SecretResolveError};
 pub use slug::{Slug, SlugError};
 pub use snapshot::{
-    KeySpec, ModelPattern, ProjectSpec, ProviderKind, ProviderSpec, RouteSpec, Snapshot,
-    DEFAULT_MAX_REQUEST_BYTES,
+    EndpointFamily, KeySpec, ModelPattern, OrgSpec, OrgView, PriceSpec, ProjectSpec, ProviderKind,
+    ProviderSpec, RouteSpec, Snapshot, DEFAULT_MAX_REQUEST_BYTES, IMPLICIT_ORG,
 };
 pub use validate::{SchemaError, ValidationErrors, MAX_REQUEST_BYTES_LIMIT};

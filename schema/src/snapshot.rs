@@ -32,6 +32,134 @@ pub struct Snapshot {
     /// Tenants and their virtual keys.
     #[serde(default)]
     pub projects: Vec<ProjectSpec>,
+    /// Organisations, each with its own providers, routes and projects. The top-level
+    /// `providers`, `routes` and `projects` form one more, implicit org named
+    /// [`IMPLICIT_ORG`] (so a standalone file without `orgs` keeps working unchanged).
+    /// A key only ever reaches the providers, routes and policy of its own org.
+    #[serde(default)]
+    pub orgs: Vec<OrgSpec>,
+    /// Model prices (per million tokens, integer micro-units of currency), first match wins;
+    /// consulted before the gateway's shipped default table.
+    #[serde(default)]
+    pub prices: Vec<PriceSpec>,
+}
+
+/// The slug of the org formed by a snapshot's top-level providers, routes and projects.
+pub const IMPLICIT_ORG: &str = "default";
+
+/// One organisation: a namespace of providers, routes and projects. Two orgs may use the
+/// same provider or project names with different meanings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSpec {
+    /// Org identifier (the `org` half of `org/project` in metrics and logs).
+    pub slug: Slug,
+    /// Upstream LLM providers of this org.
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+    /// This org's model route table.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// This org's projects.
+    #[serde(default)]
+    pub projects: Vec<ProjectSpec>,
+}
+
+/// A borrowed view of one org, the implicit one included: what [`Snapshot::orgs`] yields.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgView<'a> {
+    /// Org slug ([`IMPLICIT_ORG`] for the top level).
+    pub slug: &'a str,
+    /// Path prefix of this org's fields in error messages (`""` or `orgs[2].`).
+    pub field_prefix: Option<usize>,
+    /// Providers.
+    pub providers: &'a [ProviderSpec],
+    /// Routes.
+    pub routes: &'a [RouteSpec],
+    /// Projects.
+    pub projects: &'a [ProjectSpec],
+}
+
+impl OrgView<'_> {
+    /// The path of a field of this org in error messages: `providers[0].name` or
+    /// `orgs[2].providers[0].name`.
+    pub fn field(&self, rest: &str) -> String {
+        match self.field_prefix {
+            None => rest.to_owned(),
+            Some(i) => format!("orgs[{i}].{rest}"),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Whether the top-level lists hold anything (and so form the implicit org).
+    pub fn has_implicit_org(&self) -> bool {
+        !(self.providers.is_empty() && self.routes.is_empty() && self.projects.is_empty())
+            || self.orgs.is_empty()
+    }
+
+    /// Every org: the implicit one first (when it has content, or when there are no others),
+    /// then `orgs` in order.
+    pub fn orgs(&self) -> impl Iterator<Item = OrgView<'_>> {
+        let implicit = self.has_implicit_org().then(|| OrgView {
+            slug: IMPLICIT_ORG,
+            field_prefix: None,
+            providers: &self.providers,
+            routes: &self.routes,
+            projects: &self.projects,
+        });
+        implicit
+            .into_iter()
+            .chain(self.orgs.iter().enumerate().map(|(i, o)| OrgView {
+                slug: o.slug.as_str(),
+                field_prefix: Some(i),
+                providers: &o.providers,
+                routes: &o.routes,
+                projects: &o.projects,
+            }))
+    }
+}
+
+/// The price of a model, per million tokens, in integer micro-units of currency
+/// (1 USD = 1,000,000): exact arithmetic, no floating point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// The upstream model name it applies to: exact or `prefix*`.
+    pub model: ModelPattern,
+    /// Per million input (prompt) tokens.
+    pub input_per_mtok: u64,
+    /// Per million output (completion) tokens.
+    pub output_per_mtok: u64,
+    /// Per million cached input tokens read (defaults to the input price).
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<u64>,
+    /// Per million tokens written to a prompt cache (Anthropic; defaults to the input price).
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<u64>,
+}
+
+/// Provider endpoint families beyond inference that a project's policy may enable. Stateful
+/// families create provider-side objects; the gateway keeps each one owned by its project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointFamily {
+    /// OpenAI `/v1/files`.
+    Files,
+    /// OpenAI `/v1/uploads`.
+    Uploads,
+    /// OpenAI `/v1/batches`.
+    Batches,
+    /// OpenAI `/v1/vector_stores`.
+    VectorStores,
+    /// OpenAI stored responses (`store: true`, `previous_response_id`, `/v1/responses/{id}`).
+    StoredResponses,
+    /// OpenAI `/v1/fine_tuning`.
+    FineTuning,
+    /// Anthropic `/v1/messages/batches`.
+    MessageBatches,
+    /// Anthropic `/v1/files`.
+    AnthropicFiles,
 }
 
 /// The wire protocol a provider speaks, which decides how its key is injected.
@@ -181,6 +309,25 @@ pub struct ProjectSpec {
     /// A lower request-body cap for this project.
     #[serde(default)]
     pub max_request_bytes: Option<u64>,
+    /// Requests per minute for the whole project.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (input + output) per minute for the whole project.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Spend per calendar month (UTC), in cents of the price table's currency.
+    #[serde(default)]
+    pub monthly_budget_cents: Option<u64>,
+    /// Most requests of this project in flight at once on one gateway (streams count until
+    /// they end).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
+    /// Endpoint families beyond inference this project may use.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointFamily>,
+    /// Provider for requests that name no model (files, batches), per provider kind's surface.
+    #[serde(default)]
+    pub default_provider: Option<Slug>,
 }
 
 /// One virtual key, as its digest.
@@ -189,6 +336,9 @@ pub struct ProjectSpec {
 pub struct KeySpec {
     /// SHA-256 of the plaintext key, 64 lowercase hex digits.
     pub digest: KeyDigest,
+    /// The control plane's key id (usage records name the key by it); none in most files.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Non-secret display prefix (`gwk_1a2b3c4d`), for logs and listings.
     #[serde(default)]
     pub prefix: Option<String>,
@@ -198,6 +348,12 @@ pub struct KeySpec {
     /// Unix time (seconds) after which the key is rejected with 401.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// Requests per minute for this key alone (within the project's).
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute for this key alone (within the project's).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
 }
 
 #[cfg(test)]
