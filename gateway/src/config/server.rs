@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use gateway_schema::SecretRef;
 use serde::Deserialize;
+use url::Url;
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
@@ -57,6 +59,41 @@ pub struct ServerSettings {
     /// runtime per thread (like nginx workers) measured ~10% faster on small requests.
     #[serde(default)]
     pub work_stealing: bool,
+    /// Take snapshots from a control plane instead of this file's snapshot section.
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneSettings>,
+}
+
+fn default_last_known_good() -> PathBuf {
+    PathBuf::from("gateway-snapshot.json")
+}
+
+/// Where the control plane is and how to trust it (`server.control_plane`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneSettings {
+    /// Base URL of the control plane's API (`http(s)://host:port`).
+    pub url: Url,
+    /// The shared internal secret (`env:NAME` or `file:/path`), sent as `Authorization: Bearer`.
+    pub internal_secret: SecretRef,
+    /// The control plane's Ed25519 snapshot-signing public key (`env:` or `file:`; base64).
+    pub public_key: SecretRef,
+    /// Where the last applied snapshot is kept (with its signature), for starts while the
+    /// control plane is down.
+    #[serde(default = "default_last_known_good")]
+    pub last_known_good: PathBuf,
+    /// This gateway's id as the control plane lists it (default: the host name and pid).
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+    /// Token for `POST /internal/v1/ingest/usage`.
+    #[serde(default)]
+    pub usage_ingest_token: Option<SecretRef>,
+    /// Token for `POST /internal/v1/ingest/cache-hits`.
+    #[serde(default)]
+    pub cache_hits_ingest_token: Option<SecretRef>,
+    /// Token for `POST /internal/v1/ingest/guardrail-blocks`.
+    #[serde(default)]
+    pub guardrail_blocks_ingest_token: Option<SecretRef>,
 }
 
 /// PEM certificate chain and private key.
@@ -81,6 +118,7 @@ impl Default for ServerSettings {
             tls: None,
             watch_config: true,
             work_stealing: false,
+            control_plane: None,
         }
     }
 }
