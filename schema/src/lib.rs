@@ -8,12 +8,14 @@
 
 pub mod key;
 pub mod secret;
+pub mod signed;
 pub mod slug;
 pub mod snapshot;
 mod validate;
 
 pub use key::{KeyDigest, MintedKey};
 pub use secret::{Secret, SecretRef, SecretResolveError};
+pub use signed::{SignedSnapshot, SigningKey, VerifyError, VerifyingKey};
 pub use slug::{Slug, SlugError};
 pub use snapshot::{
     EndpointFamily, KeySpec, ModelPattern, OrgSpec, OrgView, PriceSpec, ProjectSpec, ProviderKind,

@@ -105,6 +105,13 @@ impl SecretRef {
     }
 }
 
+impl std::str::FromStr for SecretRef {
+    type Err = SecretResolveError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl TryFrom<String> for SecretRef {
     type Error = SecretResolveError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
