@@ -168,6 +168,11 @@ fn build(
     if !(mutating || auth_failure || note.denied) {
         return None;
     }
+    // Component telemetry that succeeded (gateway status reports, ingest batches) changes no
+    // configuration and would flood the log; its failures are still recorded.
+    if action_path.starts_with("/internal/") && status.is_success() {
+        return None;
+    }
     let reason = note
         .reason
         .or_else(|| resp.extensions().get::<ErrorCode>().map(|c| c.0.to_owned()));

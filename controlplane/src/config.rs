@@ -50,6 +50,19 @@ pub struct Config {
     /// Audit log retention.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Signed config snapshots for gateways.
+    #[serde(default)]
+    pub snapshots: SnapshotsConfig,
+}
+
+/// Snapshot signing (`snapshots:`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// *Secret ref* to the Ed25519 signing key (base64 PKCS#8, as `controlplane keygen`
+    /// writes it). Without it no snapshot is published.
+    #[serde(default)]
+    pub signing_key: Option<SecretRef>,
 }
 
 /// Listening addresses and transport facts.

@@ -13,8 +13,10 @@ pub mod config;
 pub mod error;
 pub mod guards;
 pub mod headers;
+pub mod keygen;
 pub mod metrics;
 pub mod rbac;
+pub mod snapshots;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -94,6 +96,28 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         &config.guards.redis_key,
         metrics.clone(),
     )?;
+    let signing_key = match &config.snapshots.signing_key {
+        Some(r) => {
+            let text = r.resolve().map_err(|e| ConfigError::Secret {
+                field: "snapshots.signing_key",
+                reason: e.to_string(),
+            })?;
+            Some(gateway_schema::SigningKey::from_base64(&text).map_err(|e| {
+                ConfigError::Secret {
+                    field: "snapshots.signing_key",
+                    reason: e.to_string(),
+                }
+            })?)
+        }
+        None => {
+            tracing::warn!(
+                "no snapshots.signing_key configured: gateways cannot receive snapshots from \
+                 this control plane (run `controlplane keygen`)"
+            );
+            None
+        }
+    };
+    let snapshots = snapshots::Publisher::new(store.clone(), signing_key, metrics.clone());
     Ok(AppState {
         config: Arc::new(config),
         store,
@@ -101,6 +125,7 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
         internal: Arc::new(internal),
         limiter: Arc::new(limiter),
         metrics,
+        snapshots,
     })
 }
 
@@ -108,6 +133,10 @@ pub async fn build_state(config: Config) -> Result<AppState, RunError> {
 /// metric), audit, authentication, guards.
 pub fn app(st: AppState) -> Result<axum::Router, RunError> {
     Ok(api::router(st.clone())?
+        .layer(from_fn_with_state(
+            st.clone(),
+            snapshots::publish_after_change,
+        ))
         .layer(from_fn_with_state(st.clone(), guards::guard))
         .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(st.clone(), auth::authenticate))
@@ -139,6 +168,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let publisher = tokio::spawn(st.snapshots.clone().run(stop_rx.clone()));
     let retention = tokio::spawn(audit::retention_task(
         st.store.clone(),
         st.config.audit.retention_days,
@@ -156,8 +186,10 @@ pub async fn run(
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     let api_rx = stop_rx.clone();
+    let publisher_for_stop = st.snapshots.clone();
     tokio::spawn(async move {
         wait(api_rx).await;
+        publisher_for_stop.close_streams();
         h.graceful_shutdown(None);
     });
     // A client gets this long to send a complete request head; slow-header connections
@@ -209,6 +241,7 @@ pub async fn run(
         }
     }
     retention.abort();
+    publisher.abort();
     st.store.close().await;
     Ok(())
 }

@@ -30,6 +30,13 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a new Ed25519 snapshot-signing key pair: `<out>.key` (private, mode 0600) and
+    /// `<out>.pub` (public, for every gateway).
+    Keygen {
+        /// Path prefix of the two files (neither may exist).
+        #[arg(long, default_value = "snapshot-signing")]
+        out: PathBuf,
+    },
     /// Load a backup into an empty store.
     Restore {
         /// Config file (for the database settings).
@@ -87,6 +94,15 @@ async fn main() -> anyhow::Result<()> {
             let store = controlplane::connect_store(&cfg).await?;
             let counts = controlplane::backup::backup_to_file(&store, &out).await?;
             println!("backup written to {}: {counts}", out.display());
+        }
+        Cmd::Keygen { out } => {
+            let (private, public) = controlplane::keygen::write_pair(&out)?;
+            println!(
+                "private key: {} (mode 0600; reference it as snapshots.signing_key: file:{})\npublic key:  {} (give it to every gateway as --snapshot-public-key file:...)",
+                private.display(),
+                private.display(),
+                public.display()
+            );
         }
         Cmd::Restore { config, input } => {
             let cfg = Config::load(&config)?;

@@ -1,6 +1,6 @@
 //! Prometheus metrics (served on the admin port). Every label has a bounded set of values.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The control plane's metrics (cheap to clone).
 #[derive(Clone)]
@@ -21,6 +21,14 @@ pub struct Metrics {
     pub audit_records: IntCounter,
     /// Audit records that could not be written.
     pub audit_write_failures: IntCounter,
+    /// Version of the snapshot being served.
+    pub snapshot_version: IntGauge,
+    /// Gateways holding a snapshot stream open to this replica.
+    pub connected_gateways: IntGauge,
+    /// Seconds from a committed change to its compiled, signed snapshot.
+    pub snapshot_compile_seconds: Histogram,
+    /// Publish rounds that failed (the previous snapshot kept being served).
+    pub snapshot_failures: IntCounter,
 }
 
 fn vec(name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
@@ -65,8 +73,35 @@ impl Metrics {
                 "controlplane_audit_write_failures_total",
                 "Audit records that could not be written",
             )?,
+            snapshot_version: IntGauge::new(
+                "controlplane_snapshot_version",
+                "Version of the snapshot being served",
+            )?,
+            connected_gateways: IntGauge::new(
+                "controlplane_connected_gateways",
+                "Gateways holding a snapshot stream open to this replica",
+            )?,
+            snapshot_compile_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "controlplane_snapshot_compile_seconds",
+                    "Seconds from a committed change to its compiled, signed snapshot",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )?,
+            snapshot_failures: IntCounter::new(
+                "controlplane_snapshot_failures_total",
+                "Snapshot publish rounds that failed",
+            )?,
             registry,
         };
+        m.registry.register(Box::new(m.snapshot_version.clone()))?;
+        m.registry
+            .register(Box::new(m.connected_gateways.clone()))?;
+        m.registry
+            .register(Box::new(m.snapshot_compile_seconds.clone()))?;
+        m.registry.register(Box::new(m.snapshot_failures.clone()))?;
         m.registry.register(Box::new(m.http_requests.clone()))?;
         m.registry.register(Box::new(m.auth_failures.clone()))?;
         m.registry

@@ -50,12 +50,14 @@ pub enum Need {
     CreateOrg,
     /// Read the audit log: auditor or admin on `*`.
     ReadAudit,
+    /// List gateways (they serve every org): viewer, editor or admin on `*`.
+    ReadGateways,
 }
 
 impl Need {
     fn roles(self) -> &'static [Role] {
         match self {
-            Self::ConfigRead => &[Role::Admin, Role::Editor, Role::Viewer],
+            Self::ConfigRead | Self::ReadGateways => &[Role::Admin, Role::Editor, Role::Viewer],
             Self::ConfigWrite => &[Role::Admin, Role::Editor],
             Self::OrgAdmin | Self::CreateOrg => &[Role::Admin],
             Self::ReadAudit => &[Role::Admin, Role::Auditor],
@@ -69,6 +71,7 @@ impl Need {
             Self::OrgAdmin => "admin",
             Self::CreateOrg => "admin (on every org, `*`)",
             Self::ReadAudit => "auditor or admin (on every org, `*`)",
+            Self::ReadGateways => "viewer, editor or admin (on every org, `*`)",
         }
     }
 }

@@ -24,4 +24,6 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Compiles, signs and serves config snapshots.
+    pub snapshots: std::sync::Arc<crate::snapshots::Publisher>,
 }

@@ -19,6 +19,8 @@ enum Need {
     OrgAdmin,
     CreateOrg,
     Audit,
+    /// Viewer or up on `*` (the gateway list spans every org).
+    GlobalRead,
 }
 
 /// (role name, groups)
@@ -40,6 +42,7 @@ fn expected(role: &str, need: Need, ok: u16) -> u16 {
         Need::OrgAdmin => matches!(role, "global-admin" | "org-admin"),
         Need::CreateOrg => role == "global-admin",
         Need::Audit => matches!(role, "global-admin" | "auditor"),
+        Need::GlobalRead => role == "global-admin",
     };
     if allowed {
         return ok;
@@ -332,6 +335,14 @@ fn matrix() -> Vec<Case> {
             204,
         ),
         case(M::GET, "/api/v1/audit", "/api/v1/audit", None, Audit, 200),
+        case(
+            M::GET,
+            "/api/v1/gateways",
+            "/api/v1/gateways",
+            None,
+            GlobalRead,
+            200,
+        ),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! document is generated from the same handlers that serve and cannot drift from them.
 
 pub mod audit;
+pub mod gateways;
 pub mod internal;
 pub mod keys;
 pub mod orgs;
@@ -9,6 +10,7 @@ pub mod policies;
 pub mod projects;
 pub mod providers;
 pub mod routes;
+pub mod snapshots;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -165,6 +167,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit::query_audit))
+        .routes(routes!(gateways::list_gateways))
         .split_for_parts()
 }
 
@@ -185,6 +188,8 @@ pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
         .with_state(doc);
     Ok(api
         .route("/internal/v1/ingest/{kind}", post(internal::ingest))
+        .route("/internal/v1/snapshots/stream", get(snapshots::stream))
+        .route("/internal/v1/gateways/status", post(snapshots::status))
         .route("/healthz", get(crate::admin::healthz))
         .route("/readyz", get(crate::admin::readyz))
         .with_state(st)

@@ -24,6 +24,22 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
     if !is_mutating(req.method()) {
         return next.run(req).await;
     }
+    // Component calls (already authenticated by the internal secret) skip the token bucket,
+    // which paces configuration changes: a fleet's status reports must not starve admins.
+    if !req.uri().path().starts_with("/internal/") {
+        if let Some(refused) = rate_limit(&st).await {
+            return refused;
+        }
+    }
+    let timeout = std::time::Duration::from_secs(st.config.guards.body_read_timeout_secs);
+    match body_cap::buffer(req, st.config.guards.max_body_bytes, timeout).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The global token bucket: `Some(response)` when the request is refused.
+async fn rate_limit(st: &AppState) -> Option<Response> {
     let decision = st.limiter.check().await;
     let label = match decision {
         Decision::Allowed => "allowed",
@@ -35,29 +51,24 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .with_label_values(&[label])
         .inc();
     match decision {
-        Decision::Allowed => {}
-        Decision::Limited { retry_after_secs } => {
-            return ApiError::new(
+        Decision::Allowed => None,
+        Decision::Limited { retry_after_secs } => Some(
+            ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many changes; retry later",
             )
             .with_retry_after(retry_after_secs)
-            .into_response()
-        }
-        Decision::Unavailable => {
-            return ApiError::new(
+            .into_response(),
+        ),
+        Decision::Unavailable => Some(
+            ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "rate_limiter_unavailable",
                 "the shared rate limiter is unavailable and configured to fail closed",
             )
             .with_retry_after(1)
-            .into_response()
-        }
-    }
-    let timeout = std::time::Duration::from_secs(st.config.guards.body_read_timeout_secs);
-    match body_cap::buffer(req, st.config.guards.max_body_bytes, timeout).await {
-        Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
+            .into_response(),
+        ),
     }
 }

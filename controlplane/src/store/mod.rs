@@ -10,6 +10,7 @@ mod policies;
 mod projects;
 mod providers;
 mod routes;
+mod snapshots;
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use keys::KeyRow;
@@ -18,6 +19,7 @@ pub use policies::{PolicyFields, PolicyRow};
 pub use projects::ProjectRow;
 pub use providers::ProviderRow;
 pub use routes::RouteRow;
+pub use snapshots::{ConfigRows, GatewayRow, SnapshotHead};
 
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
