@@ -43,6 +43,12 @@ impl ServeHttp for AdminApp {
             "/readyz" => {
                 if self.draining.load(Ordering::Acquire) {
                     reply(503, json, br#"{"status":"draining"}"#.to_vec())
+                } else if !self.live.is_loaded() {
+                    let body = serde_json::json!({
+                        "status": "not_ready",
+                        "reason": self.live.waiting_reason(),
+                    });
+                    reply(503, json, body.to_string().into_bytes())
                 } else {
                     let cfg = self.live.load();
                     let body = serde_json::json!({

@@ -4,12 +4,14 @@
 //!
 //! Layout: [`config`] (the file) → [`state`] (compiled indexes) → [`live`] (the arc-swap owner,
 //! reloaded by [`reload`]); the hot path is [`proxy`] with [`auth`], [`body`] and [`routing`];
-//! ops are [`admin`], [`metrics`], [`drain`]; [`server`] wires it together.
+//! ops are [`admin`], [`metrics`], [`drain`]; [`control_plane`] takes signed snapshots from
+//! the control plane instead of a file; [`server`] wires it together.
 
 pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod control_plane;
 pub mod drain;
 pub mod live;
 pub mod metrics;

@@ -13,9 +13,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; boxing a flattened clap group would only add noise.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the gateway (the default).
-    Run(ConfigArg),
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        control_plane: ControlPlaneArgs,
+    },
     /// Validate a config file, secrets included, and exit.
     CheckConfig(ConfigArg),
     /// Mint a virtual key for a project: prints the key once and the digest to configure.
@@ -31,6 +38,75 @@ struct ConfigArg {
     /// Standalone config file (reloaded on SIGHUP and on change).
     #[arg(long, short, default_value = DEFAULT_CONFIG, env = "GATEWAY_CONFIG")]
     config: PathBuf,
+}
+
+/// Control-plane mode from the command line (each overrides `server.control_plane.*`).
+#[derive(clap::Args, Default)]
+struct ControlPlaneArgs {
+    /// Take snapshots from this control plane (`http(s)://host:port`) instead of the file.
+    #[arg(long, env = "GATEWAY_CONTROL_PLANE")]
+    control_plane: Option<url::Url>,
+    /// The internal secret, as a reference: `env:NAME` or `file:/path`.
+    #[arg(long, env = "GATEWAY_INTERNAL_SECRET", requires = "control_plane")]
+    internal_secret: Option<gateway_schema::SecretRef>,
+    /// The control plane's snapshot public key, as a reference: `env:NAME` or `file:/path`.
+    #[arg(long, env = "GATEWAY_SNAPSHOT_PUBLIC_KEY", requires = "control_plane")]
+    snapshot_public_key: Option<gateway_schema::SecretRef>,
+    /// Where the last applied snapshot is kept.
+    #[arg(long, env = "GATEWAY_LAST_KNOWN_GOOD", requires = "control_plane")]
+    last_known_good: Option<PathBuf>,
+    /// This gateway's id in the control plane's gateway list.
+    #[arg(long, env = "GATEWAY_ID", requires = "control_plane")]
+    gateway_id: Option<String>,
+    /// The usage ingest token, as a reference.
+    #[arg(long, env = "GATEWAY_USAGE_INGEST_TOKEN", requires = "control_plane")]
+    usage_ingest_token: Option<gateway_schema::SecretRef>,
+}
+
+impl ControlPlaneArgs {
+    /// Merges the flags over the file's `server.control_plane` (flags win).
+    fn merge(
+        self,
+        file: Option<gateway::config::ControlPlaneSettings>,
+    ) -> anyhow::Result<Option<gateway::config::ControlPlaneSettings>> {
+        let Some(url) = self.control_plane else {
+            return Ok(file);
+        };
+        let (secret, key) = match (self.internal_secret, self.snapshot_public_key, &file) {
+            (Some(s), Some(k), _) => (s, k),
+            (s, k, Some(f)) => (
+                s.unwrap_or_else(|| f.internal_secret.clone()),
+                k.unwrap_or_else(|| f.public_key.clone()),
+            ),
+            _ => anyhow::bail!(
+                "--control-plane needs --internal-secret and --snapshot-public-key \
+                 (or server.control_plane.internal_secret and .public_key in the config file)"
+            ),
+        };
+        let mut cp = file.unwrap_or(gateway::config::ControlPlaneSettings {
+            url: url.clone(),
+            internal_secret: secret.clone(),
+            public_key: key.clone(),
+            last_known_good: gateway::config::ControlPlaneSettings::default_last_known_good(),
+            gateway_id: None,
+            usage_ingest_token: None,
+            cache_hits_ingest_token: None,
+            guardrail_blocks_ingest_token: None,
+        });
+        cp.url = url;
+        cp.internal_secret = secret;
+        cp.public_key = key;
+        if let Some(p) = self.last_known_good {
+            cp.last_known_good = p;
+        }
+        if let Some(id) = self.gateway_id {
+            cp.gateway_id = Some(id);
+        }
+        if let Some(t) = self.usage_ingest_token {
+            cp.usage_ingest_token = Some(t);
+        }
+        Ok(Some(cp))
+    }
 }
 
 const DEFAULT_CONFIG: &str = "conf/quickstart.yaml";
@@ -75,12 +151,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let default_run = || {
         let config =
             std::env::var_os("GATEWAY_CONFIG").map_or_else(|| DEFAULT_CONFIG.into(), PathBuf::from);
-        Command::Run(ConfigArg { config })
+        Command::Run {
+            config: ConfigArg { config },
+            control_plane: ControlPlaneArgs::default(),
+        }
     };
     match cli.command.unwrap_or_else(default_run) {
-        Command::Run(ConfigArg { config }) => {
+        Command::Run {
+            config: ConfigArg { config },
+            control_plane,
+        } => {
             init_logging();
-            gateway::server::run(&config)
+            let mut file = gateway::config::GatewayFile::load(&config)?;
+            file.server.control_plane = control_plane.merge(file.server.control_plane.take())?;
+            gateway::server::run(&config, file)
         }
         Command::CheckConfig(ConfigArg { config }) => {
             let file = gateway::config::GatewayFile::load(&config)?;

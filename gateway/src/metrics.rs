@@ -32,6 +32,16 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Requests in flight.
     pub in_flight: IntGauge,
+    /// Version of the snapshot in force.
+    pub snapshot_version: IntGauge,
+    /// Seconds since the control plane last confirmed the running snapshot is current.
+    pub snapshot_age_seconds: prometheus::Gauge,
+    /// 1 while the snapshot stream to the control plane is open.
+    pub control_plane_connected: IntGauge,
+    /// Snapshots refused, by reason (`signature`, `hash`, `older`, `invalid`, ...).
+    pub snapshot_rejections: IntCounterVec,
+    /// Unix milliseconds of the last confirmation; 0 = never (age then reads -1).
+    pub snapshot_confirmed_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Metric registration failed: only on a programming error (duplicate names).
@@ -85,6 +95,29 @@ impl Metrics {
             &["outcome"],
         )?;
         let in_flight = IntGauge::new("gateway_in_flight_requests", "Requests in flight")?;
+        let snapshot_version = IntGauge::new(
+            "gateway_snapshot_version",
+            "Version of the snapshot in force",
+        )?;
+        let snapshot_age_seconds = prometheus::Gauge::new(
+            "gateway_snapshot_age_seconds",
+            "Seconds since the control plane last confirmed the running snapshot is current (-1: never)",
+        )?;
+        let control_plane_connected = IntGauge::new(
+            "gateway_control_plane_connected",
+            "1 while the snapshot stream to the control plane is open",
+        )?;
+        let snapshot_rejections = IntCounterVec::new(
+            Opts::new(
+                "gateway_snapshot_rejections_total",
+                "Snapshots refused (the running one kept), by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(snapshot_version.clone()))?;
+        registry.register(Box::new(snapshot_age_seconds.clone()))?;
+        registry.register(Box::new(control_plane_connected.clone()))?;
+        registry.register(Box::new(snapshot_rejections.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -105,14 +138,35 @@ impl Metrics {
             config_generation,
             reloads,
             in_flight,
+            snapshot_version,
+            snapshot_age_seconds,
+            control_plane_connected,
+            snapshot_rejections,
+            snapshot_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        let confirmed = self
+            .snapshot_confirmed_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let age = if confirmed == 0 {
+            -1.0
+        } else {
+            unix_millis().saturating_sub(confirmed) as f64 / 1000.0
+        };
+        self.snapshot_age_seconds.set(age);
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -26,6 +26,9 @@ pub struct Reloader {
     pub live: Arc<LiveConfig>,
     /// Whether to poll the file (SIGHUP always works).
     pub watch_file: bool,
+    /// Whether the file is the snapshot's source. Off in control-plane mode, where only the
+    /// background DNS refresh runs here.
+    pub file_snapshots: bool,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -73,14 +76,14 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                Some(()) = async { match hup.as_mut().filter(|_| self.file_snapshots) { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("SIGHUP received: reloading config");
                     last = stamp(&path);
                     self.reload().await;
                 }
                 _ = tick.tick() => {
                     let now = stamp(&path);
-                    if self.watch_file && now.is_some() && now != last {
+                    if self.file_snapshots && self.watch_file && now.is_some() && now != last {
                         last = now;
                         tracing::info!(path = %path.display(), "config file changed: reloading");
                         self.reload().await;

@@ -6,20 +6,22 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::proxy::errors::Reject;
-use crate::state::ActiveConfig;
+use crate::state::Org;
 
 /// The two request surfaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Surface {
     /// `/v1/...`: OpenAI-compatible, routed by the body's `model`.
     OpenAi,
-    /// `/{provider}/...`: native pass-through; `rest_start` is where the provider path begins.
-    Native { provider: usize, rest_start: usize },
+    /// `/{provider}/...`: native pass-through; the provider's name is `path[1..rest_start]`
+    /// and the provider path begins at `rest_start`.
+    Native { rest_start: usize },
 }
 
 /// Classifies a request path. Dot segments and encoded slashes/dots are refused so the path
-/// a provider sees is the path the gateway checked.
-pub fn surface(cfg: &ActiveConfig, path: &str) -> Result<Surface, Reject> {
+/// a provider sees is the path the gateway checked. Which provider a native path names is
+/// decided only after authentication, within the key's org ([`native_provider`]).
+pub fn surface(path: &str) -> Result<Surface, Reject> {
     if has_ambiguous_segments(path) {
         return Err(Reject::InvalidPath);
     }
@@ -28,14 +30,21 @@ pub fn surface(cfg: &ActiveConfig, path: &str) -> Result<Surface, Reject> {
     }
     let rest = path.strip_prefix('/').ok_or(Reject::UnknownPath)?;
     let name_end = rest.find('/').unwrap_or(rest.len());
-    let name = &rest[..name_end];
-    match cfg.provider_by_name.get(name) {
-        Some(&provider) => Ok(Surface::Native {
-            provider,
-            rest_start: 1 + name_end,
-        }),
-        None => Err(Reject::UnknownPath),
+    if name_end == 0 {
+        return Err(Reject::UnknownPath);
     }
+    Ok(Surface::Native {
+        rest_start: 1 + name_end,
+    })
+}
+
+/// The provider a native path names, within `org`: another org's provider of that name is
+/// as unknown as one that exists nowhere.
+pub fn native_provider(org: &Org, path: &str, rest_start: usize) -> Result<usize, Reject> {
+    path.get(1..rest_start)
+        .and_then(|name| org.provider_by_name.get(name))
+        .copied()
+        .ok_or(Reject::UnknownPath)
 }
 
 fn has_ambiguous_segments(path: &str) -> bool {

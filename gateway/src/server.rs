@@ -19,19 +19,46 @@ use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
+use crate::state::ActiveConfig;
 
-/// Loads `config_path`, builds every service and runs until shutdown. Never returns on
-/// success (Pingora exits the process).
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let file = GatewayFile::load(config_path)?;
+/// Builds every service from the loaded `file` (read from `config_path`) and runs until
+/// shutdown. Never returns on success (Pingora exits the process).
+pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
-    let initial = LiveConfig::build_initial(&file, config_path)?;
-    let live = Arc::new(LiveConfig::new(
-        initial,
-        config_path.to_owned(),
-        metrics.clone(),
-    ));
     let s = &file.server;
+    let (live, cp_client) = match &s.control_plane {
+        None => {
+            let initial = LiveConfig::build_initial(&file, config_path)?;
+            let live = Arc::new(LiveConfig::new(
+                initial,
+                config_path.to_owned(),
+                metrics.clone(),
+            ));
+            (live, None)
+        }
+        Some(cp) => {
+            if !file.snapshot.providers.is_empty()
+                || !file.snapshot.projects.is_empty()
+                || !file.snapshot.orgs.is_empty()
+            {
+                tracing::warn!(path = %config_path.display(),
+                    "control-plane mode: the config file's providers, routes, projects and orgs are ignored; snapshots come from the control plane");
+            }
+            let live = Arc::new(LiveConfig::new(
+                ActiveConfig::empty(),
+                config_path.to_owned(),
+                metrics.clone(),
+            ));
+            let client = Arc::new(crate::control_plane::Client::new(
+                cp.clone(),
+                &s.listen,
+                live.clone(),
+                metrics.clone(),
+            )?);
+            client.load_last_known_good();
+            (live, Some(client))
+        }
+    };
 
     let conf = ServerConf {
         threads: s.threads,
@@ -93,6 +120,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         Reloader {
             live,
             watch_file: s.watch_config,
+            file_snapshots: cp_client.is_none(),
         },
     );
     let drainer = background_service(
@@ -107,6 +135,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     server.add_service(admin);
     server.add_service(reloader);
     server.add_service(drainer);
+    if let Some(client) = cp_client {
+        server.add_service(background_service(
+            "control-plane",
+            crate::control_plane::ControlPlaneClient(client),
+        ));
+    }
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
     server.run_forever();
 }

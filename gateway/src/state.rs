@@ -14,19 +14,17 @@ use http::HeaderValue;
 /// Why a snapshot could not be compiled (validation has already passed).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("providers[{index}].api_key ({reference}): {source}")]
+    #[error("{field} ({reference}): {source}")]
     Secret {
-        index: usize,
+        field: String,
         reference: String,
         source: SecretResolveError,
     },
-    #[error(
-        "providers[{index}].api_key: the key contains characters not allowed in an HTTP header"
-    )]
-    SecretNotHeaderSafe { index: usize },
-    #[error("providers[{index}].base_url: host {host} is not a valid header value: {reason}")]
+    #[error("{field}: the key contains characters not allowed in an HTTP header")]
+    SecretNotHeaderSafe { field: String },
+    #[error("{field}: host {host} is not a valid header value: {reason}")]
     BadHost {
-        index: usize,
+        field: String,
         host: String,
         reason: String,
     },
@@ -46,8 +44,12 @@ pub struct KeyEntry {
 /// A project as the hot path needs it.
 #[derive(Debug)]
 pub struct Project {
-    /// Slug (a bounded metrics label: it comes from config).
+    /// Slug, unique within its org.
     pub slug: Arc<str>,
+    /// Index into [`ActiveConfig::orgs`].
+    pub org: usize,
+    /// `org/project`: how metrics and logs name the project (a bounded label: from config).
+    pub label: Arc<str>,
     /// `None`: every routed model.
     pub allowed_models: Option<Vec<ModelPattern>>,
     /// Effective body cap (project's or global).
@@ -106,21 +108,12 @@ pub struct Route {
     pub upstream_model: Option<Arc<str>>,
 }
 
-/// Everything the hot path reads, for one config generation. Immutable once built.
-#[derive(Debug)]
-pub struct ActiveConfig {
-    /// Local generation, bumped at every successful (re)load.
-    pub generation: u64,
-    /// The snapshot's own version.
-    pub snapshot_version: u64,
-    /// Global body cap.
-    pub max_request_bytes: u64,
-    /// Digest -> key.
-    pub keys: HashMap<[u8; 32], KeyEntry>,
-    /// Projects.
-    pub projects: Vec<Project>,
-    /// Providers.
-    pub providers: Vec<Provider>,
+/// One org's namespace: its providers by name and its route table. Indexes point into the
+/// config-wide [`ActiveConfig::providers`], so a request can only reach what its key's org names.
+#[derive(Debug, Default)]
+pub struct Org {
+    /// Org slug.
+    pub slug: Arc<str>,
     /// Provider name -> index (the `/{provider}/...` pass-through surface).
     pub provider_by_name: HashMap<String, usize>,
     /// Exact model routes.
@@ -129,70 +122,7 @@ pub struct ActiveConfig {
     pub prefix_routes: Vec<(String, Route)>,
 }
 
-impl ActiveConfig {
-    /// Compiles a validated snapshot. Resolves secrets and DNS: blocking, off the hot path.
-    pub fn build(snapshot: &Snapshot, generation: u64) -> Result<Self, BuildError> {
-        let mut providers = Vec::with_capacity(snapshot.providers.len());
-        let mut provider_by_name = HashMap::new();
-        for (index, p) in snapshot.providers.iter().enumerate() {
-            providers.push(build_provider(index, p)?);
-            provider_by_name.insert(p.name.to_string(), index);
-        }
-
-        let mut projects = Vec::with_capacity(snapshot.projects.len());
-        let mut keys = HashMap::new();
-        for (pi, p) in snapshot.projects.iter().enumerate() {
-            projects.push(Project {
-                slug: Arc::from(p.slug.as_str()),
-                allowed_models: p.allowed_models.clone(),
-                max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
-            });
-            for k in &p.keys {
-                keys.insert(
-                    *k.digest.as_bytes(),
-                    KeyEntry {
-                        project: pi,
-                        revoked: k.revoked,
-                        expires_at: k.expires_at,
-                    },
-                );
-            }
-        }
-
-        let mut exact_routes = HashMap::new();
-        let mut prefix_routes = Vec::new();
-        for r in &snapshot.routes {
-            let Some(&provider) = provider_by_name.get(r.provider.as_str()) else {
-                continue; // validation guarantees the provider exists
-            };
-            let route = Route {
-                label: Arc::from(String::from(r.model.clone())),
-                provider,
-                upstream_model: r.upstream_model.as_deref().map(Arc::from),
-            };
-            match &r.model {
-                ModelPattern::Exact(m) => {
-                    exact_routes.entry(m.clone()).or_insert(route);
-                }
-                ModelPattern::Prefix(p) => prefix_routes.push((p.clone(), route)),
-            }
-        }
-        // Longest prefix wins; the sort is stable, so equal lengths keep file order.
-        prefix_routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-
-        Ok(Self {
-            generation,
-            snapshot_version: snapshot.version,
-            max_request_bytes: snapshot.max_request_bytes,
-            keys,
-            projects,
-            providers,
-            provider_by_name,
-            exact_routes,
-            prefix_routes,
-        })
-    }
-
+impl Org {
     /// The route for a model name: an exact route, else the longest matching prefix.
     pub fn route(&self, model: &str) -> Option<&Route> {
         self.exact_routes.get(model).or_else(|| {
@@ -202,6 +132,139 @@ impl ActiveConfig {
                 .map(|(_, r)| r)
         })
     }
+}
+
+/// How a provider key that does not resolve is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKeys {
+    /// A standalone file: fatal unless the provider says `api_key_optional`.
+    FailUnlessOptional,
+    /// A pushed snapshot: never fatal; the provider answers 503 `provider_key_missing` and the
+    /// reference is reported to the control plane.
+    Tolerate,
+}
+
+/// Everything the hot path reads, for one config generation. Immutable once built.
+#[derive(Debug)]
+pub struct ActiveConfig {
+    /// Local generation, bumped at every successful (re)load; 0 before any snapshot.
+    pub generation: u64,
+    /// The snapshot's own version.
+    pub snapshot_version: u64,
+    /// Global body cap.
+    pub max_request_bytes: u64,
+    /// Digest -> key.
+    pub keys: HashMap<[u8; 32], KeyEntry>,
+    /// Orgs (the implicit one of a standalone file included).
+    pub orgs: Vec<Org>,
+    /// Projects of every org.
+    pub projects: Vec<Project>,
+    /// Providers of every org.
+    pub providers: Vec<Provider>,
+    /// Provider key references that did not resolve (`org/provider: env:NAME`), never values.
+    pub unresolved: Vec<String>,
+}
+
+impl ActiveConfig {
+    /// Compiles a validated snapshot. Resolves secrets and DNS: blocking, off the hot path.
+    pub fn build(snapshot: &Snapshot, generation: u64) -> Result<Self, BuildError> {
+        Self::build_with(snapshot, generation, MissingKeys::FailUnlessOptional)
+    }
+
+    /// A config with nothing in it: every key is unknown. Served (as not ready) until the
+    /// first snapshot arrives.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            snapshot_version: 0,
+            max_request_bytes: gateway_schema::DEFAULT_MAX_REQUEST_BYTES,
+            keys: HashMap::new(),
+            orgs: Vec::new(),
+            projects: Vec::new(),
+            providers: Vec::new(),
+            unresolved: Vec::new(),
+        }
+    }
+
+    /// Compiles a validated snapshot, treating unresolvable provider keys as `missing` says.
+    pub fn build_with(
+        snapshot: &Snapshot,
+        generation: u64,
+        missing: MissingKeys,
+    ) -> Result<Self, BuildError> {
+        let mut cfg = Self {
+            generation,
+            snapshot_version: snapshot.version,
+            max_request_bytes: snapshot.max_request_bytes,
+            ..Self::empty()
+        };
+        for view in snapshot.orgs() {
+            let org_index = cfg.orgs.len();
+            let mut org = Org {
+                slug: Arc::from(view.slug),
+                ..Org::default()
+            };
+            for (i, p) in view.providers.iter().enumerate() {
+                let index = cfg.providers.len();
+                let field = view.field(&format!("providers[{i}].api_key"));
+                let provider = build_provider(&field, p, missing)?;
+                if provider.key_missing {
+                    if let Some(r) = &p.api_key {
+                        cfg.unresolved
+                            .push(format!("{}/{}: {r}", view.slug, p.name));
+                    }
+                }
+                cfg.providers.push(provider);
+                org.provider_by_name.insert(p.name.to_string(), index);
+            }
+            for p in view.projects {
+                let index = cfg.projects.len();
+                cfg.projects.push(Project {
+                    slug: Arc::from(p.slug.as_str()),
+                    org: org_index,
+                    label: Arc::from(format!("{}/{}", view.slug, p.slug)),
+                    allowed_models: p.allowed_models.clone(),
+                    max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
+                });
+                for k in &p.keys {
+                    cfg.keys.insert(
+                        *k.digest.as_bytes(),
+                        KeyEntry {
+                            project: index,
+                            revoked: k.revoked,
+                            expires_at: k.expires_at,
+                        },
+                    );
+                }
+            }
+            for r in view.routes {
+                let Some(&provider) = org.provider_by_name.get(r.provider.as_str()) else {
+                    continue; // validation guarantees the provider exists
+                };
+                let route = Route {
+                    label: Arc::from(String::from(r.model.clone())),
+                    provider,
+                    upstream_model: r.upstream_model.as_deref().map(Arc::from),
+                };
+                match &r.model {
+                    ModelPattern::Exact(m) => {
+                        org.exact_routes.entry(m.clone()).or_insert(route);
+                    }
+                    ModelPattern::Prefix(p) => org.prefix_routes.push((p.clone(), route)),
+                }
+            }
+            // Longest prefix wins; the sort is stable, so equal lengths keep file order.
+            org.prefix_routes
+                .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+            cfg.orgs.push(org);
+        }
+        Ok(cfg)
+    }
+
+    /// The org a project belongs to.
+    pub fn org_of(&self, project: usize) -> Option<&Org> {
+        self.orgs.get(self.projects.get(project)?.org)
+    }
 
     /// Looks a presented key up by its digest.
     pub fn key(&self, presented: &[u8]) -> Option<&KeyEntry> {
@@ -209,7 +272,12 @@ impl ActiveConfig {
     }
 }
 
-fn build_provider(index: usize, p: &gateway_schema::ProviderSpec) -> Result<Provider, BuildError> {
+/// Compiles one provider; `key_field` names its `api_key` field in errors.
+fn build_provider(
+    key_field: &str,
+    p: &gateway_schema::ProviderSpec,
+    missing: MissingKeys,
+) -> Result<Provider, BuildError> {
     let tls = p.base_url.scheme() == "https";
     let host = p.base_url.host_str().unwrap_or_default().to_owned();
     let port = p
@@ -238,7 +306,7 @@ fn build_provider(index: usize, p: &gateway_schema::ProviderSpec) -> Result<Prov
     };
     let host_header =
         HeaderValue::from_str(&host_header_text).map_err(|e| BuildError::BadHost {
-            index,
+            field: key_field.replace("api_key", "base_url"),
             host: host.clone(),
             reason: e.to_string(),
         })?;
@@ -247,14 +315,14 @@ fn build_provider(index: usize, p: &gateway_schema::ProviderSpec) -> Result<Prov
         None => None,
         Some(r) => match r.resolve() {
             Ok(s) => Some(s),
-            Err(e) if p.api_key_optional => {
+            Err(e) if p.api_key_optional || missing == MissingKeys::Tolerate => {
                 tracing::warn!(provider = %p.name, reference = %r, error = %e,
                     "provider key is not set; requests to this provider get 503 until it is");
                 None
             }
             Err(source) => {
                 return Err(BuildError::Secret {
-                    index,
+                    field: key_field.to_owned(),
                     reference: r.to_string(),
                     source,
                 })
@@ -271,8 +339,10 @@ fn build_provider(index: usize, p: &gateway_schema::ProviderSpec) -> Result<Prov
                     ("authorization", format!("Bearer {}", secret.expose()))
                 }
             };
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| BuildError::SecretNotHeaderSafe { index })?;
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| BuildError::SecretNotHeaderSafe {
+                    field: key_field.to_owned(),
+                })?;
             value.set_sensitive(true);
             Some((http::HeaderName::from_static(name), value))
         }

@@ -241,7 +241,7 @@ async fn metrics_count_requests_by_bounded_labels() {
         .unwrap();
     assert_eq!(r.status(), 401);
     let m = gw.metrics().await;
-    assert!(m.contains(r#"gateway_requests_total{model="gpt-*",project="demo",provider="openai",status="200"} 3"#), "{m}");
+    assert!(m.contains(r#"gateway_requests_total{model="gpt-*",project="default/demo",provider="openai",status="200"} 3"#), "{m}");
     assert!(
         m.contains(r#"gateway_rejections_total{reason="invalid_api_key"} 1"#),
         "{m}"

@@ -8,7 +8,7 @@ mod server;
 use std::path::{Path, PathBuf};
 
 use gateway_schema::{Snapshot, ValidationErrors};
-pub use server::{ServerSettings, TlsSettings};
+pub use server::{ControlPlaneSettings, ServerSettings, TlsSettings};
 
 /// Why a config file was refused. Each message names the file and the field.
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,13 @@ fn default_last_known_good() -> PathBuf {
     PathBuf::from("gateway-snapshot.json")
 }
 
+impl ControlPlaneSettings {
+    /// The default last-known-good path (`gateway-snapshot.json` in the working directory).
+    pub fn default_last_known_good() -> PathBuf {
+        default_last_known_good()
+    }
+}
+
 /// Where the control plane is and how to trust it (`server.control_plane`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

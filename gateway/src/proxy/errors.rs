@@ -42,6 +42,8 @@ pub enum Reject {
     UpstreamTimeout,
     /// The provider's connection failed mid-request.
     UpstreamError,
+    /// No snapshot has been loaded yet (control-plane mode, first start, control plane down).
+    NoSnapshot,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -56,7 +58,7 @@ impl Reject {
             Self::BodyTimeout => 408,
             Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
             Self::ModelNotAllowed => 403,
-            Self::ProviderKeyMissing => 503,
+            Self::ProviderKeyMissing | Self::NoSnapshot => 503,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
@@ -83,6 +85,7 @@ impl Reject {
             Self::UpstreamConnect => "upstream_connect_failed",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamError => "upstream_error",
+            Self::NoSnapshot => "config_not_loaded",
             Self::Internal => "internal_error",
         }
     }
@@ -118,6 +121,7 @@ impl Reject {
             Self::UpstreamConnect => "Could not connect to the upstream provider.".into(),
             Self::UpstreamTimeout => "The upstream provider did not respond in time.".into(),
             Self::UpstreamError => "The upstream provider connection failed.".into(),
+            Self::NoSnapshot => "The gateway has not received its configuration yet; retry shortly.".into(),
             Self::Internal => "Internal gateway error.".into(),
         }
     }

@@ -23,7 +23,7 @@ pub fn log_request(
     let cfg = ctx.config.as_deref();
     let project = cfg
         .zip(ctx.project)
-        .map_or(NONE, |(c, i)| &*c.projects[i].slug);
+        .map_or(NONE, |(c, i)| &*c.projects[i].label);
     let provider = cfg
         .zip(ctx.provider)
         .map_or(NONE, |(c, i)| &*c.providers[i].name);

@@ -58,7 +58,10 @@ async fn admit(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Admitted, Reject> {
-    let surface = routing::surface(cfg, session.req_header().uri.path())?;
+    let surface = routing::surface(session.req_header().uri.path())?;
+    if cfg.generation == 0 {
+        return Err(Reject::NoSnapshot);
+    }
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -66,6 +69,7 @@ async fn admit(
     let project_idx = auth::authenticate(cfg, session.req_header(), now)?;
     ctx.project = Some(project_idx);
     let project = &cfg.projects[project_idx];
+    let org = &cfg.orgs[project.org];
 
     let body = body::read_capped(session, project.max_request_bytes, gw.body_read_timeout).await?;
     ctx.request_bytes = body.as_ref().map_or(0, Bytes::len);
@@ -87,7 +91,7 @@ async fn admit(
                 return Err(Reject::MissingModel);
             };
             let model = routing::model_of(&body)?.ok_or(Reject::MissingModel)?;
-            let route = cfg.route(&model).ok_or(Reject::ModelNotFound)?;
+            let route = org.route(&model).ok_or(Reject::ModelNotFound)?;
             if !project.allows(&model) {
                 return Err(Reject::ModelNotAllowed);
             }
@@ -103,10 +107,8 @@ async fn admit(
             ctx.model_label = Some(route.label.clone());
             ctx.upstream_path = Some(routing::upstream_path(&provider.base_path, path, query));
         }
-        Surface::Native {
-            provider: idx,
-            rest_start,
-        } => {
+        Surface::Native { rest_start } => {
+            let idx = routing::native_provider(org, path, rest_start)?;
             let provider = &cfg.providers[idx];
             if provider.key_missing {
                 return Err(Reject::ProviderKeyMissing);
@@ -142,7 +144,8 @@ async fn write_model_list(
     request_id: &str,
 ) -> Result<(), Reject> {
     let project = &cfg.projects[project_idx];
-    let mut names: Vec<&str> = cfg
+    let org = &cfg.orgs[project.org];
+    let mut names: Vec<&str> = org
         .exact_routes
         .keys()
         .map(String::as_str)
@@ -152,7 +155,7 @@ async fn write_model_list(
     let data: Vec<serde_json::Value> = names
         .iter()
         .map(|m| {
-            let owner = cfg
+            let owner = org
                 .route(m)
                 .map_or("gateway", |r| &*cfg.providers[r.provider].name);
             serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": owner})

@@ -305,6 +305,7 @@ pub struct GatewayProc {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    pub args: Vec<String>,
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -322,6 +323,18 @@ impl GatewayProc {
     }
 
     pub async fn start_with(snapshot: &str, server_extra: &str) -> Self {
+        Self::launch(snapshot, server_extra, &[], true).await
+    }
+
+    /// Starts the binary with a config of `server_extra` + `snapshot` and extra `args` after
+    /// `run --config FILE`; waits for `/readyz` 200 only with `wait_ready` (otherwise only for
+    /// the admin port to answer).
+    pub async fn launch(
+        snapshot: &str,
+        server_extra: &str,
+        args: &[String],
+        wait_ready: bool,
+    ) -> Self {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("gw-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -333,10 +346,30 @@ impl GatewayProc {
         );
         std::fs::write(&config_path, text).unwrap();
         let log_path = dir.join("gateway.log");
-        let log = std::fs::File::create(&log_path).unwrap();
+        let mut g = Self {
+            child: None,
+            port,
+            admin_port,
+            dir,
+            config_path,
+            log_path,
+            args: args.to_vec(),
+        };
+        g.spawn(wait_ready).await;
+        g
+    }
+
+    /// Starts (again) the process with the same config, ports and arguments.
+    pub async fn spawn(&mut self, wait_ready: bool) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(["run", "--config"])
-            .arg(&config_path)
+            .arg(&self.config_path)
+            .args(&self.args)
             .env("TEST_OPENAI_KEY", OPENAI_UPSTREAM_KEY)
             .env("TEST_ANTHROPIC_KEY", ANTHROPIC_UPSTREAM_KEY)
             .env_remove("TEST_SURELY_UNSET_KEY")
@@ -345,16 +378,50 @@ impl GatewayProc {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawning the gateway binary");
-        let mut g = Self {
-            child: Some(child),
-            port,
-            admin_port,
-            dir,
-            config_path,
-            log_path,
-        };
-        g.wait_ready().await;
-        g
+        self.child = Some(child);
+        if wait_ready {
+            self.wait_ready().await;
+        } else {
+            self.wait_admin().await;
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the admin port answers at all.
+    pub async fn wait_admin(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if reqwest::get(self.admin_url("/healthz")).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("gateway exited during start ({status}):\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway admin port not up after 20 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/readyz` until it is 200 or `within` passes; returns the last body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        let r = reqwest::get(self.admin_url("/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     async fn wait_ready(&mut self) {
