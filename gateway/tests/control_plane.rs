@@ -672,3 +672,99 @@ async fn a_key_minted_through_the_api_works_with_the_official_openai_sdk_on_ever
         );
     }
 }
+
+#[tokio::test]
+async fn after_a_restore_from_backup_versions_keep_growing_and_gateways_catch_up() {
+    let up = MockUpstream::start().await;
+    let secrets = Secrets::new();
+    let db1 = secrets.dir.join("before.db").display().to_string();
+    let mut cp = ControlPlane::start_on(&secrets, &db1, "127.0.0.1:0").await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    let (key, _) = cp.mint("acme", "app").await;
+    let gw = cp_gateway(&secrets, &cp, "gw-restore", true).await;
+    eventually(PROPAGATION, "the key works", || async {
+        chat_status(&gw, &key, "gpt-4o").await == 200
+    })
+    .await;
+    let before = snapshot_version(&gw).await;
+    let addr = cp.addr.to_string();
+    cp.stop().await;
+
+    // Back up the store and restore it into a new, empty database.
+    let backup = secrets.dir.join("backup.json");
+    let store = |db: &str| {
+        let url = gateway_schema::Secret::new(format!("sqlite://{db}?mode=rwc"));
+        async move { controlplane::store::Store::connect(&url, 1).await.unwrap() }
+    };
+    controlplane::backup::backup_to_file(&store(&db1).await, &backup)
+        .await
+        .unwrap();
+    let db2 = secrets.dir.join("restored.db").display().to_string();
+    controlplane::backup::restore_from_file(&store(&db2).await, &backup)
+        .await
+        .unwrap();
+
+    // The control plane comes back on the restored database: the gateway takes its snapshot
+    // (a higher version than it held), and the key still works.
+    let _cp = ControlPlane::start_on(&secrets, &db2, &addr).await;
+    eventually(
+        SETTLE,
+        "the gateway takes the restored control plane's snapshot",
+        || async { snapshot_version(&gw).await > before },
+    )
+    .await;
+    assert_eq!(chat_status(&gw, &key, "gpt-4o").await, 200);
+}
+
+#[tokio::test]
+async fn an_unresolvable_provider_key_answers_503_and_is_listed_by_name_only() {
+    let up = MockUpstream::start().await;
+    let secrets = Secrets::new();
+    let cp = ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/providers",
+        json!({"slug": "nokey", "kind": "openai", "base_url": format!("http://{}", up.addr),
+               "api_key_ref": "env:TEST_SURELY_UNSET_KEY"}),
+    )
+    .await;
+    cp.post(
+        "/api/v1/orgs/acme/routes",
+        json!({"slug": "nk", "model": "needs-key", "provider": "nokey"}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "app").await;
+    let gw = cp_gateway(&secrets, &cp, "gw-nokey", true).await;
+    eventually(PROPAGATION, "the key works", || async {
+        chat_status(&gw, &key, "gpt-4o").await == 200
+    })
+    .await;
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        &key,
+        &chat_body("needs-key", false),
+    )
+    .await;
+    assert_eq!(error_code(r).await, (503, "provider_key_missing".into()));
+    eventually(SETTLE, "the gateway list names the reference", || async {
+        let (status, v) = cp.get("/api/v1/gateways").await;
+        status == 200
+            && v["items"].as_array().into_iter().flatten().any(|g| {
+                g["id"] == "gw-nokey"
+                    && g["unresolved"] == json!(["acme/nokey: env:TEST_SURELY_UNSET_KEY"])
+                    && g["connected"] == true
+            })
+    })
+    .await;
+    // A global viewer may list gateways (org-scoped roles get 403: see the RBAC matrix test).
+    let as_viewer = cp
+        .http
+        .get(format!("{}/api/v1/gateways", cp.url))
+        .header("x-forwarded-email", "v@example.com")
+        .header("x-forwarded-groups", "platform-viewers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_viewer.status(), 200);
+}
