@@ -184,8 +184,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
     for r in &b.policies {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
-             requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
+             max_in_flight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -196,6 +196,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.tokens_per_minute)
         .bind(r.monthly_budget_cents)
         .bind(r.created_at)
+        .bind(r.max_in_flight)
         .execute(&mut *tx)
         .await?;
     }

@@ -59,7 +59,18 @@ impl ServeHttp for AdminApp {
                     reply(200, json, body.to_string().into_bytes())
                 }
             }
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics.render()),
+            "/metrics" => {
+                // Per-project in-flight counts are read here, at scrape time, not per request.
+                let cfg = self.live.load();
+                self.metrics.project_in_flight.reset();
+                for p in &cfg.projects {
+                    self.metrics
+                        .project_in_flight
+                        .with_label_values(&[&*p.label])
+                        .set(p.in_flight.current() as i64);
+                }
+                reply(200, "text/plain; version=0.0.4", self.metrics.render())
+            }
             _ => reply(404, json, br#"{"error":{"message":"not found","type":"not_found_error","param":null,"code":"unknown_path"}}"#.to_vec()),
         }
     }

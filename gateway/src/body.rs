@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
+use crate::overload::budget::Reservation;
 use crate::proxy::errors::Reject;
 
 /// The declared `Content-Length`, if any. `Err` when it is present but malformed (Pingora
@@ -22,17 +23,23 @@ pub fn declared_length(session: &Session) -> Result<Option<u64>, Reject> {
     }
 }
 
-/// Reads the whole body, refusing with 413 once it would pass `cap` bytes.
+/// Reads the whole body, refusing with 413 once it would pass `cap` bytes, and with 503
+/// `overloaded` when the body-memory budget cannot cover it: the declared length is reserved
+/// before a byte is read, a chunked body's reservation grows with each chunk.
 /// Returns `None` for a request without a body.
 pub async fn read_capped(
     session: &mut Session,
     cap: u64,
     timeout: Duration,
+    reservation: &mut Reservation,
 ) -> Result<Option<Bytes>, Reject> {
     let declared = declared_length(session)?;
     if let Some(len) = declared {
         if len > cap {
             return Err(Reject::BodyTooLarge { limit: cap });
+        }
+        if !reservation.cover(len) {
+            return Err(Reject::Overloaded);
         }
     }
     if session.as_mut().is_body_empty() {
@@ -43,8 +50,12 @@ pub async fn read_capped(
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    if acc.len + chunk.len() as u64 > cap {
+                    let total = acc.len + chunk.len() as u64;
+                    if total > cap {
                         return Err(Reject::BodyTooLarge { limit: cap });
+                    }
+                    if !reservation.cover(total) {
+                        return Err(Reject::Overloaded);
                     }
                     acc.push(chunk, declared);
                 }
@@ -71,6 +82,13 @@ impl Accumulator {
     fn push(&mut self, chunk: Bytes, declared: Option<u64>) {
         self.len += chunk.len() as u64;
         if let Some(joined) = self.joined.as_mut() {
+            // With a declared length (already reserved in the memory budget), grow straight to
+            // it instead of doubling past it, so a buffer never holds more than was reserved.
+            if let Some(d) = declared {
+                if joined.capacity() - joined.len() < chunk.len() {
+                    joined.reserve((d as usize).saturating_sub(joined.len()).max(chunk.len()));
+                }
+            }
             joined.extend_from_slice(&chunk);
         } else if let Some(first) = self.first.take() {
             // Trust a declared length only up to 1 MiB up front, so a slow client announcing

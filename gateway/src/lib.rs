@@ -16,6 +16,7 @@ pub mod drain;
 pub mod live;
 pub mod metrics;
 pub mod mint;
+pub mod overload;
 pub mod proxy;
 pub mod reload;
 pub mod request_id;

@@ -126,8 +126,9 @@ impl LiveConfig {
             });
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let cfg = ActiveConfig::build_with(snapshot, generation, missing)
+        let mut cfg = ActiveConfig::build_with(snapshot, generation, missing)
             .map_err(ReloadError::Snapshot)?;
+        cfg.adopt_counters(&running);
         self.current.store(Arc::new(cfg));
         self.generation.store(generation, Ordering::Release);
         self.metrics.config_generation.set(generation as i64);

@@ -40,6 +40,14 @@ pub struct Metrics {
     pub control_plane_connected: IntGauge,
     /// Snapshots refused, by reason (`signature`, `hash`, `older`, `invalid`, ...).
     pub snapshot_rejections: IntCounterVec,
+    /// Requests shed to protect the gateway, by reason, scope (`gateway`, `project`) and project.
+    pub sheds: IntCounterVec,
+    /// Bytes reserved in request-body buffers now.
+    pub body_budget_used: IntGauge,
+    /// The request-body memory budget.
+    pub body_budget_limit: IntGauge,
+    /// Requests in flight by project (set when metrics are scraped).
+    pub project_in_flight: prometheus::IntGaugeVec,
     /// Unix milliseconds of the last confirmation; 0 = never (age then reads -1).
     pub snapshot_confirmed_ms: std::sync::atomic::AtomicU64,
 }
@@ -114,6 +122,29 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let sheds = IntCounterVec::new(
+            Opts::new(
+                "gateway_sheds_total",
+                "Requests shed to protect the gateway, by reason, scope and project",
+            ),
+            &["reason", "scope", "project"],
+        )?;
+        let body_budget_used = IntGauge::new(
+            "gateway_body_budget_used_bytes",
+            "Bytes reserved in request-body buffers",
+        )?;
+        let body_budget_limit = IntGauge::new(
+            "gateway_body_budget_limit_bytes",
+            "The request-body memory budget",
+        )?;
+        let project_in_flight = prometheus::IntGaugeVec::new(
+            Opts::new("gateway_project_in_flight", "Requests in flight by project"),
+            &["project"],
+        )?;
+        registry.register(Box::new(sheds.clone()))?;
+        registry.register(Box::new(body_budget_used.clone()))?;
+        registry.register(Box::new(body_budget_limit.clone()))?;
+        registry.register(Box::new(project_in_flight.clone()))?;
         registry.register(Box::new(snapshot_version.clone()))?;
         registry.register(Box::new(snapshot_age_seconds.clone()))?;
         registry.register(Box::new(control_plane_connected.clone()))?;
@@ -142,6 +173,10 @@ impl Metrics {
             snapshot_age_seconds,
             control_plane_connected,
             snapshot_rejections,
+            sheds,
+            body_budget_used,
+            body_budget_limit,
+            project_in_flight,
             snapshot_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }

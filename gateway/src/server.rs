@@ -77,6 +77,15 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         in_flight: in_flight.clone(),
         body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
+        body_budget: {
+            let limit = s
+                .body_memory_budget_bytes
+                .unwrap_or_else(crate::overload::budget::default_budget);
+            metrics.body_budget_limit.set(limit as i64);
+            tracing::info!(bytes = limit, "request-body memory budget");
+            crate::overload::budget::BodyBudget::new(limit, metrics.body_budget_used.clone())
+        },
+        max_in_flight: Some(s.max_in_flight),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");

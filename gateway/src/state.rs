@@ -54,6 +54,10 @@ pub struct Project {
     pub allowed_models: Option<Vec<ModelPattern>>,
     /// Effective body cap (project's or global).
     pub max_request_bytes: u64,
+    /// Most requests in flight at once on this gateway (`None`: no cap).
+    pub max_in_flight: Option<u64>,
+    /// Requests in flight now; carried over from the previous config by `org/project`.
+    pub in_flight: crate::overload::concurrency::InFlightCounter,
 }
 
 impl Project {
@@ -225,6 +229,8 @@ impl ActiveConfig {
                     label: Arc::from(format!("{}/{}", view.slug, p.slug)),
                     allowed_models: p.allowed_models.clone(),
                     max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
+                    max_in_flight: p.max_in_flight,
+                    in_flight: Default::default(),
                 });
                 for k in &p.keys {
                     cfg.keys.insert(
@@ -259,6 +265,21 @@ impl ActiveConfig {
             cfg.orgs.push(org);
         }
         Ok(cfg)
+    }
+
+    /// Takes over the in-flight counters of the projects `previous` also has (same
+    /// `org/project`), so a reload neither forgets running requests nor resets a cap.
+    pub fn adopt_counters(&mut self, previous: &ActiveConfig) {
+        let old: HashMap<&str, &crate::overload::concurrency::InFlightCounter> = previous
+            .projects
+            .iter()
+            .map(|p| (&*p.label, &p.in_flight))
+            .collect();
+        for p in &mut self.projects {
+            if let Some(c) = old.get(&*p.label) {
+                p.in_flight = (*c).clone();
+            }
+        }
     }
 
     /// The org a project belongs to.

@@ -768,3 +768,51 @@ async fn an_unresolvable_provider_key_answers_503_and_is_listed_by_name_only() {
         .unwrap();
     assert_eq!(as_viewer.status(), 200);
 }
+
+#[tokio::test]
+async fn a_policy_in_flight_cap_set_through_the_api_is_enforced() {
+    let up = MockUpstream::start().await;
+    let secrets = Secrets::new();
+    let cp = ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.put(
+        "/api/v1/orgs/acme/policies/std",
+        json!({"max_in_flight": 1}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "app").await;
+    let gw = cp_gateway(&secrets, &cp, "gw-inflight", true).await;
+    eventually(PROPAGATION, "the key works", || async {
+        chat_status(&gw, &key, "gpt-4o").await == 200
+    })
+    .await;
+    let before = up.count();
+    let stream = {
+        let (url, key) = (gw.url("/v1/chat/completions"), key.clone());
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(key)
+                .header("x-mock-chunk-delay-ms", "300")
+                .json(&chat_body("gpt-4o", true))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        })
+    };
+    eventually(SETTLE, "the stream is in flight", || async {
+        up.count() > before
+    })
+    .await;
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        &key,
+        &chat_body("gpt-4o", false),
+    )
+    .await;
+    assert_eq!(error_code(r).await, (429, "concurrency_limit".into()));
+    assert_eq!(stream.await.unwrap().0, 200);
+    assert_eq!(chat_status(&gw, &key, "gpt-4o").await, 200);
+}

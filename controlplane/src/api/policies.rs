@@ -50,6 +50,10 @@ pub struct PolicySettings {
     /// Monthly budget in US cents.
     #[serde(default)]
     pub monthly_budget_cents: Option<u64>,
+    /// Most requests of a project in flight at once on each gateway (429 `concurrency_limit`
+    /// beyond it; streams count until they end).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 list_type!(PolicyList, Policy);
@@ -101,6 +105,7 @@ fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
         requests_per_minute: positive("requests_per_minute", s.requests_per_minute, big)?,
         tokens_per_minute: positive("tokens_per_minute", s.tokens_per_minute, big)?,
         monthly_budget_cents: positive("monthly_budget_cents", s.monthly_budget_cents, big)?,
+        max_in_flight: positive("max_in_flight", s.max_in_flight, big)?,
     })
 }
 
@@ -120,6 +125,7 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             requests_per_minute: u(r.requests_per_minute),
             tokens_per_minute: u(r.tokens_per_minute),
             monthly_budget_cents: u(r.monthly_budget_cents),
+            max_in_flight: u(r.max_in_flight),
         },
         created_at: r.created_at,
     })

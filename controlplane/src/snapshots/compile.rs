@@ -109,7 +109,7 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
             requests_per_minute: positive(policy.and_then(|pol| pol.requests_per_minute)),
             tokens_per_minute: positive(policy.and_then(|pol| pol.tokens_per_minute)),
             monthly_budget_cents: positive(policy.and_then(|pol| pol.monthly_budget_cents)),
-            max_in_flight: None,
+            max_in_flight: positive(policy.and_then(|pol| pol.max_in_flight)),
             endpoints: Vec::new(),
             default_provider: None,
         });

@@ -17,6 +17,9 @@ pub struct PolicyRow {
     pub tokens_per_minute: Option<i64>,
     pub monthly_budget_cents: Option<i64>,
     pub created_at: i64,
+    /// Absent in backups written before the column existed.
+    #[serde(default)]
+    pub max_in_flight: Option<i64>,
 }
 
 /// The settable fields of a policy.
@@ -27,6 +30,7 @@ pub struct PolicyFields {
     pub requests_per_minute: Option<i64>,
     pub tokens_per_minute: Option<i64>,
     pub monthly_budget_cents: Option<i64>,
+    pub max_in_flight: Option<i64>,
 }
 
 const TABLE: OrgTable = OrgTable {
@@ -36,7 +40,7 @@ const TABLE: OrgTable = OrgTable {
 };
 
 const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
-                    tokens_per_minute, monthly_budget_cents, created_at";
+                    tokens_per_minute, monthly_budget_cents, created_at, max_in_flight";
 
 impl Store {
     /// Creates a policy.
@@ -48,8 +52,8 @@ impl Store {
     ) -> Result<PolicyRow, StoreError> {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "INSERT INTO policies (org_id, slug, allowed_models, max_request_bytes, \
-             requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLS}"
+             requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
+             max_in_flight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
         ))
         .bind(org_id)
         .bind(slug)
@@ -59,6 +63,7 @@ impl Store {
         .bind(f.tokens_per_minute)
         .bind(f.monthly_budget_cents)
         .bind(now_secs())
+        .bind(f.max_in_flight)
         .fetch_one(self.pool())
         .await
         .map_err(|e| {
@@ -79,7 +84,8 @@ impl Store {
     ) -> Result<PolicyRow, StoreError> {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "UPDATE policies SET allowed_models = $3, max_request_bytes = $4, \
-             requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7 \
+             requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7, \
+             max_in_flight = $8 \
              WHERE org_id = $1 AND slug = $2 RETURNING {COLS}"
         ))
         .bind(org_id)
@@ -89,6 +95,7 @@ impl Store {
         .bind(f.requests_per_minute)
         .bind(f.tokens_per_minute)
         .bind(f.monthly_budget_cents)
+        .bind(f.max_in_flight)
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("policy"))

@@ -59,9 +59,20 @@ pub struct ServerSettings {
     /// runtime per thread (like nginx workers) measured ~10% faster on small requests.
     #[serde(default)]
     pub work_stealing: bool,
+    /// Bytes all buffered request bodies may hold together (default: 25% of the container's
+    /// memory limit when a cgroup limit is visible, else 512 MiB).
+    #[serde(default)]
+    pub body_memory_budget_bytes: Option<u64>,
+    /// Most requests in flight on this gateway (default 4096); past it 429 `concurrency_limit`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u64,
     /// Take snapshots from a control plane instead of this file's snapshot section.
     #[serde(default)]
     pub control_plane: Option<ControlPlaneSettings>,
+}
+
+fn default_max_in_flight() -> u64 {
+    4096
 }
 
 fn default_last_known_good() -> PathBuf {
@@ -126,6 +137,8 @@ impl Default for ServerSettings {
             watch_config: true,
             work_stealing: false,
             control_plane: None,
+            body_memory_budget_bytes: None,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -158,6 +171,15 @@ impl ServerSettings {
                 "body_read_timeout_seconds".into(),
                 "must be between 1 and 3600".into(),
             ));
+        }
+        if self.body_memory_budget_bytes == Some(0) {
+            return Err((
+                "body_memory_budget_bytes".into(),
+                "must be at least 1 (omit it for the default)".into(),
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(("max_in_flight".into(), "must be at least 1".into()));
         }
         if let Some(tls) = &self.tls {
             for (field, p) in [

@@ -62,6 +62,10 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// The gateway's own refusal, if it answered itself.
     pub reject: Option<Reject>,
+    /// This request's share of the body-memory budget (released when the context drops).
+    pub body_reservation: Option<crate::overload::budget::Reservation>,
+    /// This request's in-flight slot in its project (released when the context drops).
+    pub project_slot: Option<crate::overload::concurrency::Slot>,
     _in_flight: InFlight,
 }
 
@@ -88,6 +92,8 @@ impl RequestCtx {
             has_anthropic_version: false,
             upstream_started: None,
             reject: None,
+            body_reservation: None,
+            project_slot: None,
             _in_flight: in_flight,
         }
     }

@@ -42,6 +42,10 @@ pub enum Reject {
     UpstreamTimeout,
     /// The provider's connection failed mid-request.
     UpstreamError,
+    /// The body-memory budget cannot take this request's body now.
+    Overloaded,
+    /// Too many requests of this project (or of this gateway) are in flight.
+    ConcurrencyLimit,
     /// No snapshot has been loaded yet (control-plane mode, first start, control plane down).
     NoSnapshot,
     /// A bug or an unexpected failure.
@@ -58,7 +62,8 @@ impl Reject {
             Self::BodyTimeout => 408,
             Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
             Self::ModelNotAllowed => 403,
-            Self::ProviderKeyMissing | Self::NoSnapshot => 503,
+            Self::ProviderKeyMissing | Self::NoSnapshot | Self::Overloaded => 503,
+            Self::ConcurrencyLimit => 429,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
@@ -86,6 +91,8 @@ impl Reject {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamError => "upstream_error",
             Self::NoSnapshot => "config_not_loaded",
+            Self::Overloaded => "overloaded",
+            Self::ConcurrencyLimit => "concurrency_limit",
             Self::Internal => "internal_error",
         }
     }
@@ -94,6 +101,7 @@ impl Reject {
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
+            429 => "rate_limit_error",
             404 if *self == Self::ModelNotFound => "invalid_request_error",
             404 => "not_found_error",
             500..=599 => "server_error",
@@ -121,8 +129,18 @@ impl Reject {
             Self::UpstreamConnect => "Could not connect to the upstream provider.".into(),
             Self::UpstreamTimeout => "The upstream provider did not respond in time.".into(),
             Self::UpstreamError => "The upstream provider connection failed.".into(),
+            Self::Overloaded => "The gateway is overloaded (request-body memory is exhausted); retry shortly.".into(),
+            Self::ConcurrencyLimit => "Too many concurrent requests for this project or gateway; retry when one has finished.".into(),
             Self::NoSnapshot => "The gateway has not received its configuration yet; retry shortly.".into(),
             Self::Internal => "Internal gateway error.".into(),
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for refusals that pass.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Overloaded | Self::ConcurrencyLimit | Self::NoSnapshot => Some(1),
+            _ => None,
         }
     }
 
@@ -153,6 +171,9 @@ pub async fn write_reject(
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("x-request-id", request_id)?;
+    if let Some(secs) = reject.retry_after() {
+        header.insert_header("retry-after", secs.to_string())?;
+    }
     if close {
         session.set_keepalive(None);
         header.insert_header("connection", "close")?;

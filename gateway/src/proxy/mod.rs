@@ -34,6 +34,10 @@ pub struct Gateway {
     pub in_flight: Arc<AtomicUsize>,
     /// Longest time a client may take to send its body.
     pub body_read_timeout: Duration,
+    /// The global request-body memory budget.
+    pub body_budget: crate::overload::budget::BodyBudget,
+    /// Most requests in flight on this gateway (`None`: no cap).
+    pub max_in_flight: Option<u64>,
 }
 
 #[async_trait]

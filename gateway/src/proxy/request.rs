@@ -38,6 +38,13 @@ pub async fn request_filter(
                 .rejections
                 .with_label_values(&[reject.code()])
                 .inc();
+            if reject == Reject::Overloaded {
+                let project = ctx.project.map_or("-", |i| &*cfg.projects[i].label);
+                gw.metrics
+                    .sheds
+                    .with_label_values(&["overloaded", "gateway", project])
+                    .inc();
+            }
             // A body we did not read in full leaves the connection unusable for another request.
             let close = !session.as_mut().is_body_done();
             write_reject(session, &reject, &ctx.request_id, close).await?;
@@ -71,7 +78,17 @@ async fn admit(
     let project = &cfg.projects[project_idx];
     let org = &cfg.orgs[project.org];
 
-    let body = body::read_capped(session, project.max_request_bytes, gw.body_read_timeout).await?;
+    admit_in_flight(gw, cfg, project_idx, ctx)?;
+    let mut reservation = gw.body_budget.reservation();
+    let read = body::read_capped(
+        session,
+        project.max_request_bytes,
+        gw.body_read_timeout,
+        &mut reservation,
+    )
+    .await;
+    ctx.body_reservation = Some(reservation);
+    let body = read?;
     ctx.request_bytes = body.as_ref().map_or(0, Bytes::len);
     ctx.has_anthropic_version = session
         .req_header()
@@ -134,6 +151,37 @@ async fn admit(
         }
     }
     Ok(Admitted::Proxy)
+}
+
+/// The per-gateway and per-project in-flight caps; the project's slot is kept in `ctx` until
+/// the request (a stream included) ends.
+fn admit_in_flight(
+    gw: &Gateway,
+    cfg: &ActiveConfig,
+    project_idx: usize,
+    ctx: &mut RequestCtx,
+) -> Result<(), Reject> {
+    let over_gateway = gw
+        .max_in_flight
+        .is_some_and(|max| gw.in_flight.load(std::sync::atomic::Ordering::Acquire) as u64 > max);
+    let project = &cfg.projects[project_idx];
+    let slot = (!over_gateway)
+        .then(|| project.in_flight.try_enter(project.max_in_flight))
+        .flatten();
+    match slot {
+        Some(s) => {
+            ctx.project_slot = Some(s);
+            Ok(())
+        }
+        None => {
+            let scope = if over_gateway { "gateway" } else { "project" };
+            gw.metrics
+                .sheds
+                .with_label_values(&["concurrency_limit", scope, &project.label])
+                .inc();
+            Err(Reject::ConcurrencyLimit)
+        }
+    }
 }
 
 /// `GET /v1/models`: the exact model routes this project may use, in OpenAI's list shape.
