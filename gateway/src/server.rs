@@ -77,6 +77,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         in_flight: in_flight.clone(),
         body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
+        gov: Arc::new(crate::governance::Governor::new(metrics.registry())?),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");

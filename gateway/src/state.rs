@@ -39,6 +39,8 @@ pub struct KeyEntry {
     pub revoked: bool,
     /// Unix seconds after which the key is rejected.
     pub expires_at: Option<i64>,
+    /// The key's id and rate limits.
+    pub policy: crate::limits::KeyPolicy,
 }
 
 /// A project as the hot path needs it.
@@ -54,6 +56,8 @@ pub struct Project {
     pub allowed_models: Option<Vec<ModelPattern>>,
     /// Effective body cap (project's or global).
     pub max_request_bytes: u64,
+    /// `org/project`, rate limits and budget.
+    pub policy: crate::limits::ProjectPolicy,
 }
 
 impl Project {
@@ -163,6 +167,8 @@ pub struct ActiveConfig {
     pub providers: Vec<Provider>,
     /// Provider key references that did not resolve (`org/provider: env:NAME`), never values.
     pub unresolved: Vec<String>,
+    /// Model prices: the snapshot's, then the shipped defaults.
+    pub prices: crate::cost::PriceTable,
 }
 
 impl ActiveConfig {
@@ -183,6 +189,7 @@ impl ActiveConfig {
             projects: Vec::new(),
             providers: Vec::new(),
             unresolved: Vec::new(),
+            prices: crate::cost::PriceTable::default(),
         }
     }
 
@@ -196,6 +203,7 @@ impl ActiveConfig {
             generation,
             snapshot_version: snapshot.version,
             max_request_bytes: snapshot.max_request_bytes,
+            prices: crate::cost::PriceTable::new(&snapshot.prices),
             ..Self::empty()
         };
         for view in snapshot.orgs() {
@@ -225,6 +233,7 @@ impl ActiveConfig {
                     label: Arc::from(format!("{}/{}", view.slug, p.slug)),
                     allowed_models: p.allowed_models.clone(),
                     max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
+                    policy: crate::limits::ProjectPolicy::new(view.slug, p),
                 });
                 for k in &p.keys {
                     cfg.keys.insert(
@@ -233,6 +242,7 @@ impl ActiveConfig {
                             project: index,
                             revoked: k.revoked,
                             expires_at: k.expires_at,
+                            policy: crate::limits::KeyPolicy::new(k),
                         },
                     );
                 }

@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// The gateway's own refusal, if it answered itself.
     pub reject: Option<Reject>,
+    /// Limits, budget and usage metering of an admitted request.
+    pub gov: Option<crate::governance::RequestGov>,
     _in_flight: InFlight,
 }
 
@@ -88,6 +90,7 @@ impl RequestCtx {
             has_anthropic_version: false,
             upstream_started: None,
             reject: None,
+            gov: None,
             _in_flight: in_flight,
         }
     }

@@ -5,6 +5,9 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::cost::BudgetExceeded;
+use crate::limits::{Kind, RateLimited, Scope};
+
 /// A request the gateway answers itself instead of proxying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
@@ -44,6 +47,10 @@ pub enum Reject {
     UpstreamError,
     /// No snapshot has been loaded yet (control-plane mode, first start, control plane down).
     NoSnapshot,
+    /// A request or token limit of the key or project (429, `Retry-After`).
+    RateLimited(Box<RateLimited>),
+    /// The project's monthly budget is spent (429, `x-should-retry: false`).
+    BudgetExceeded(Box<BudgetExceeded>),
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -61,6 +68,7 @@ impl Reject {
             Self::ProviderKeyMissing | Self::NoSnapshot => 503,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
+            Self::RateLimited(_) | Self::BudgetExceeded(_) => 429,
             Self::Internal => 500,
         }
     }
@@ -86,11 +94,18 @@ impl Reject {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamError => "upstream_error",
             Self::NoSnapshot => "config_not_loaded",
+            Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Internal => "internal_error",
         }
     }
 
     fn error_type(&self) -> &'static str {
+        match self {
+            Self::RateLimited(r) => return r.kind.as_str(),
+            Self::BudgetExceeded(_) => return "insufficient_quota",
+            _ => {}
+        }
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -122,6 +137,28 @@ impl Reject {
             Self::UpstreamTimeout => "The upstream provider did not respond in time.".into(),
             Self::UpstreamError => "The upstream provider connection failed.".into(),
             Self::NoSnapshot => "The gateway has not received its configuration yet; retry shortly.".into(),
+            Self::RateLimited(r) => {
+                let scope = match r.scope {
+                    Scope::Key => "this API key",
+                    Scope::Project => "this project",
+                };
+                let kind = match r.kind {
+                    Kind::Requests => "requests",
+                    Kind::Tokens => "tokens",
+                };
+                format!(
+                    "Rate limit reached for {scope}: {} {kind} per minute. Retry after {}s.",
+                    r.limit,
+                    r.retry_after_ms.div_ceil(1000).max(1)
+                )
+            }
+            Self::BudgetExceeded(b) => format!(
+                "The monthly budget of project {} ({}.{:02} in the price table's currency) is spent; it resets at {} (start of the next calendar month, UTC).",
+                b.project,
+                b.budget_cents / 100,
+                b.budget_cents % 100,
+                b.resets_at
+            ),
             Self::Internal => "Internal gateway error.".into(),
         }
     }
@@ -140,6 +177,28 @@ impl Reject {
     }
 }
 
+impl Reject {
+    /// Headers a refusal carries besides the body: `Retry-After` (and `retry-after-ms`, which
+    /// the OpenAI and Anthropic SDKs prefer) and `x-ratelimit-*` on a rate limit;
+    /// `x-should-retry: false` on a spent budget so SDKs do not retry in a loop.
+    pub fn add_headers(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
+        match self {
+            Self::RateLimited(r) => {
+                let ms = r.retry_after_ms.max(1);
+                h.insert_header("retry-after", ms.div_ceil(1000).to_string())?;
+                h.insert_header("retry-after-ms", ms.to_string())?;
+                r.headers.apply(h)?;
+            }
+            Self::BudgetExceeded(b) => {
+                h.insert_header("retry-after", b.retry_after_secs.to_string())?;
+                h.insert_header("x-should-retry", "false")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Writes `reject` as the response. `close` asks for the connection to be closed afterwards
 /// (an unread request body makes the connection unsafe to reuse).
 pub async fn write_reject(
@@ -149,10 +208,11 @@ pub async fn write_reject(
     close: bool,
 ) -> pingora::Result<()> {
     let body = reject.body();
-    let mut header = ResponseHeader::build(reject.status(), Some(4))?;
+    let mut header = ResponseHeader::build(reject.status(), Some(12))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("x-request-id", request_id)?;
+    reject.add_headers(&mut header)?;
     if close {
         session.set_keepalive(None);
         header.insert_header("connection", "close")?;

@@ -34,6 +34,8 @@ pub struct Gateway {
     pub in_flight: Arc<AtomicUsize>,
     /// Longest time a client may take to send its body.
     pub body_read_timeout: Duration,
+    /// Rate limits, budgets and usage counting.
+    pub gov: Arc<crate::governance::Governor>,
 }
 
 #[async_trait]
@@ -96,10 +98,10 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        response::response_body_filter(body, ctx);
+        response::response_body_filter(body, end_of_stream, ctx);
         Ok(None)
     }
 

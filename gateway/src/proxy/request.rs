@@ -66,10 +66,16 @@ async fn admit(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let project_idx = auth::authenticate(cfg, session.req_header(), now)?;
+    let key = auth::authenticate_entry(cfg, session.req_header(), now)?;
+    let project_idx = key.project;
     ctx.project = Some(project_idx);
     let project = &cfg.projects[project_idx];
     let org = &cfg.orgs[project.org];
+    let gov = ctx.gov.insert(gw.gov.admit(
+        &project.policy,
+        &key.policy,
+        crate::limits::now_ms(),
+    )?);
 
     let body = body::read_capped(session, project.max_request_bytes, gw.body_read_timeout).await?;
     ctx.request_bytes = body.as_ref().map_or(0, Bytes::len);
@@ -106,6 +112,8 @@ async fn admit(
             ctx.provider = Some(route.provider);
             ctx.model_label = Some(route.label.clone());
             ctx.upstream_path = Some(routing::upstream_path(&provider.base_path, path, query));
+            let sent_model = route.upstream_model.as_deref().unwrap_or(&model);
+            gov.plan(provider.kind, path, &mut ctx.body, Some(sent_model));
         }
         Surface::Native { rest_start } => {
             let idx = routing::native_provider(org, path, rest_start)?;
@@ -124,6 +132,7 @@ async fn admit(
                 }
             }
             ctx.body = body.filter(|b| !b.is_empty());
+            gov.plan(provider.kind, &path[rest_start..], &mut ctx.body, None);
             ctx.provider = Some(idx);
             ctx.model_label = Some(Arc::from("native"));
             ctx.upstream_path = Some(routing::upstream_path(
