@@ -15,6 +15,8 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::GatewayFile;
 use crate::drain::Drainer;
+use crate::governance::Governor;
+use crate::limits::redis::RedisLimiter;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -70,6 +72,19 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let redis = match s
+        .limits
+        .as_ref()
+        .and_then(|l| l.redis_url.as_ref().zip(Some(l)))
+    {
+        Some((url, limits)) => {
+            let url = url.resolve().context("server.limits.redis_url")?;
+            Some(RedisLimiter::new(&url, limits, metrics.registry())?)
+        }
+        None => None,
+    };
+    let has_redis = redis.is_some();
+    let gov = Arc::new(Governor::new(metrics.registry(), redis)?);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let draining = Arc::new(AtomicBool::new(false));
     let gateway = Gateway {
@@ -77,7 +92,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         in_flight: in_flight.clone(),
         body_read_timeout: Duration::from_secs(s.body_read_timeout_seconds),
-        gov: Arc::new(crate::governance::Governor::new(metrics.registry())?),
+        gov: gov.clone(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -142,6 +157,21 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             crate::control_plane::ControlPlaneClient(client),
         ));
     }
+    if has_redis {
+        server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
+    }
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
     server.run_forever();
+}
+
+/// Sends token and spend charges to Redis in batches.
+struct ChargeFlusher {
+    gov: Arc<Governor>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ChargeFlusher {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.gov.run_redis_flusher(shutdown).await;
+    }
 }

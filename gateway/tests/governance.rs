@@ -596,3 +596,190 @@ async fn budget_the_crossing_request_succeeds_the_next_gets_429_budget_exceeded(
         .logs()
         .contains("project crossed a monthly budget threshold"));
 }
+
+/// A `server.limits` block on the Redis at `url` with a key prefix of this test's own.
+fn redis_limits(dir_tag: &str, url: &str, mode: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("gw-redis-{}-{dir_tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("redis-url");
+    std::fs::write(&url_file, url).unwrap();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "  limits:\n    redis_url: \"file:{}\"\n    redis_failure_mode: {mode}\n    redis_timeout_ms: 200\n    redis_key_prefix: \"gwtest-{nanos}:\"\n",
+        url_file.display()
+    )
+}
+
+/// A redis-server of this test's own on a free port, killed on drop.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    async fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_admit_exactly_the_project_limit_together() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let projects = format!(
+        "projects:\n  - slug: shared\n    requests_per_minute: 20\n    keys:\n      - digest: \"{}\"\n",
+        digest(KEY_A)
+    );
+    let snapshot = config_with(up.addr, &projects);
+    let limits = redis_limits("shared", "redis://127.0.0.1:6379", "closed");
+    let a = GatewayProc::start_with(&snapshot, &limits).await;
+    let b = GatewayProc::start_with(&snapshot, &limits).await;
+    // 30 concurrent requests on each gateway: 60 at once against a limit of 20.
+    let mut tasks = Vec::new();
+    for gw in [&a, &b] {
+        for _ in 0..30 {
+            let url = gw.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(KEY_A)
+                    .json(&chat_body("gpt-4o", false))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (20, 40), "{statuses:?}");
+    assert_eq!(up.count(), 20);
+    let checks = metric_sum(&a, "gateway_redis_checks_total", &["outcome=\"ok\""]).await
+        + metric_sum(&b, "gateway_redis_checks_total", &["outcome=\"ok\""]).await;
+    assert_eq!(checks, 60.0, "one Redis round trip per request");
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_fails_closed_with_503_then_recovers() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let (port, _) = free_ports();
+    let mut redis = OwnRedis::start_on(port).await;
+    let projects = format!(
+        "projects:\n  - slug: strict\n    requests_per_minute: 100\n    keys:\n      - digest: \"{}\"\n",
+        digest(KEY_A)
+    );
+    let gw = GatewayProc::start_with(
+        &config_with(up.addr, &projects),
+        &redis_limits("closed", &redis.url(), "closed"),
+    )
+    .await;
+    assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 200);
+    redis.kill();
+    for _ in 0..3 {
+        let r = chat(&gw, KEY_A, "gpt-4o").await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(header(&r, "retry-after"), "1");
+        assert_eq!(
+            error_code(r).await,
+            (503, "rate_limiter_unavailable".to_owned())
+        );
+    }
+    assert_eq!(up.count(), 1);
+    // Logged once per transition, not per request.
+    assert_eq!(
+        gw.logs().matches("Redis limiter unavailable").count(),
+        1,
+        "{}",
+        gw.logs()
+    );
+    let failures = metric_sum(&gw, "gateway_redis_checks_total", &["outcome=\"error\""]).await
+        + metric_sum(&gw, "gateway_redis_checks_total", &["outcome=\"timeout\""]).await;
+    assert_eq!(failures, 3.0);
+
+    let _redis = OwnRedis::start_on(port).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = chat(&gw, KEY_A, "gpt-4o").await.status();
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503);
+        assert!(Instant::now() < deadline, "never recovered:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gw.logs().contains("Redis limiter reachable again"));
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_fails_open_to_this_gateways_own_counters() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let (port, _) = free_ports();
+    let mut redis = OwnRedis::start_on(port).await;
+    let projects = format!(
+        "projects:\n  - slug: lenient\n    requests_per_minute: 3\n    keys:\n      - digest: \"{}\"\n",
+        digest(KEY_A)
+    );
+    let gw = GatewayProc::start_with(
+        &config_with(up.addr, &projects),
+        &redis_limits("open", &redis.url(), "open"),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 200);
+    }
+    redis.kill();
+    // The local counters saw the two Redis admissions: one more is admitted, then 429.
+    let r = chat(&gw, KEY_A, "gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 429);
+    assert_eq!(gw.logs().matches("Redis limiter unavailable").count(), 1);
+}

@@ -62,6 +62,9 @@ pub struct ServerSettings {
     /// Take snapshots from a control plane instead of this file's snapshot section.
     #[serde(default)]
     pub control_plane: Option<ControlPlaneSettings>,
+    /// Where rate limits and spend are counted (Redis shares them between replicas).
+    #[serde(default)]
+    pub limits: Option<super::LimitsSettings>,
 }
 
 fn default_last_known_good() -> PathBuf {
@@ -126,6 +129,7 @@ impl Default for ServerSettings {
             watch_config: true,
             work_stealing: false,
             control_plane: None,
+            limits: None,
         }
     }
 }
@@ -158,6 +162,9 @@ impl ServerSettings {
                 "body_read_timeout_seconds".into(),
                 "must be between 1 and 3600".into(),
             ));
+        }
+        if let Some(limits) = &self.limits {
+            limits.validate()?;
         }
         if let Some(tls) = &self.tls {
             for (field, p) in [

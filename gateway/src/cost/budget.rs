@@ -75,20 +75,25 @@ impl Budgets {
         project: &ProjectPolicy,
         now_secs: i64,
     ) -> Result<Option<SpendSlot>, BudgetExceeded> {
-        let Some(cents) = project.monthly_budget_cents else {
+        let Some(slot) = self.slot(project, now_secs) else {
             return Ok(None);
         };
+        if u128::from(slot.counter.load(Ordering::Acquire)) >= slot.budget_pico {
+            let cents = project.monthly_budget_cents.unwrap_or(0);
+            return Err(exceeded(project, cents, Month::of(now_secs), now_secs));
+        }
+        Ok(Some(slot))
+    }
+
+    /// The month's spend counter of `project` without checking it (`None` without a budget).
+    pub fn slot(&self, project: &ProjectPolicy, now_secs: i64) -> Option<SpendSlot> {
+        let cents = project.monthly_budget_cents?;
         let month = Month::of(now_secs);
         self.forget_old_months(month);
-        let counter = self.spend.get(&spend_key(&project.name, month));
-        let budget_pico = u128::from(cents) * PICO_PER_CENT;
-        if u128::from(counter.load(Ordering::Acquire)) >= budget_pico {
-            return Err(exceeded(project, cents, month, now_secs));
-        }
-        Ok(Some(SpendSlot {
-            counter,
-            budget_pico,
-        }))
+        Some(SpendSlot {
+            counter: self.spend.get(&spend_key(&project.name, month)),
+            budget_pico: u128::from(cents) * PICO_PER_CENT,
+        })
     }
 
     fn forget_old_months(&self, month: Month) {

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use gateway_schema::ProviderKind;
 use pingora::http::ResponseHeader;
 
+use crate::config::FailureMode;
 use crate::cost::budget::SpendSlot;
 use crate::cost::{Budgets, PriceTable};
+use crate::limits::redis::{BudgetWatch, RedisLimiter, SharedCharges, Unavailable};
 use crate::limits::{Grant, KeyPolicy, Limiter, ProjectPolicy};
 use crate::proxy::errors::Reject;
 use crate::usage::extract::Dialect;
@@ -24,6 +26,7 @@ use metrics::GovMetrics;
 pub struct Governor {
     limiter: Limiter,
     budgets: Budgets,
+    redis: Option<RedisLimiter>,
     /// Governance metrics.
     pub metrics: GovMetrics,
 }
@@ -32,6 +35,8 @@ pub struct Governor {
 pub struct RequestGov {
     grant: Grant,
     spend: Option<SpendSlot>,
+    /// Charges owed to Redis (admitted by the shared limiter).
+    shared: Option<SharedCharges>,
     /// The project (identity and policy) the request runs under.
     pub project: ProjectPolicy,
     /// The key's id, for usage records.
@@ -56,23 +61,61 @@ pub struct Settlement {
 }
 
 impl Governor {
-    /// A governor registering its metrics in `registry`.
-    pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+    /// A governor registering its metrics in `registry`; `redis` shares the counts.
+    pub fn new(
+        registry: &prometheus::Registry,
+        redis: Option<RedisLimiter>,
+    ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             limiter: Limiter::default(),
             budgets: Budgets::default(),
+            redis,
             metrics: GovMetrics::register(registry)?,
         })
     }
 
     /// Admits a request of `key` in `project` at `now_ms`: budget first (a spent budget
-    /// refuses whatever the rate), then request and token limits.
-    pub fn admit(
+    /// refuses whatever the rate), then request and token limits. With Redis, one atomic
+    /// check there decides (and this gateway's counters follow, for the fail-open fallback).
+    pub async fn admit(
         &self,
         project: &ProjectPolicy,
         key: &KeyPolicy,
         now_ms: u64,
     ) -> Result<RequestGov, Reject> {
+        let governed = project.has_rate_limits()
+            || key.has_rate_limits()
+            || project.monthly_budget_cents.is_some();
+        if let (Some(redis), true) = (&self.redis, governed) {
+            match redis.admit(project, key, now_ms).await {
+                Ok(Ok((headers, shared))) => {
+                    let mut grant = self.limiter.record(project, key, now_ms);
+                    grant.headers = headers;
+                    return Ok(RequestGov {
+                        grant,
+                        spend: self.budgets.slot(project, (now_ms / 1000) as i64),
+                        shared: Some(shared),
+                        project: project.clone(),
+                        key_id: key.id.clone(),
+                        meter: None,
+                        upstream_model: None,
+                    });
+                }
+                Ok(Err(reject)) => {
+                    match &reject {
+                        Reject::RateLimited(r) => {
+                            self.count_rejection(r.scope.as_str(), r.kind.as_str())
+                        }
+                        _ => self.count_rejection("project", "budget"),
+                    }
+                    return Err(reject);
+                }
+                Err(Unavailable) if redis.mode == FailureMode::Closed => {
+                    return Err(Reject::LimiterUnavailable)
+                }
+                Err(Unavailable) => {} // fail open: this gateway's own counters decide
+            }
+        }
         let spend = match self.budgets.admit(project, (now_ms / 1000) as i64) {
             Ok(s) => s,
             Err(e) => {
@@ -88,6 +131,7 @@ impl Governor {
         Ok(RequestGov {
             grant,
             spend,
+            shared: None,
             project: project.clone(),
             key_id: key.id.clone(),
             meter: None,
@@ -144,29 +188,55 @@ impl Governor {
                     .inc_by(n);
             }
         }
-        let Some(price) = out.model.as_deref().and_then(|model| prices.price(model)) else {
+        let price = out.model.as_deref().and_then(|model| prices.price(model));
+        let cost = price.map_or(0, |p| p.cost_pico(&usage));
+        out.cost_pico = price.map(|_| cost);
+        if let (Some(redis), Some(shared)) = (&self.redis, &gov.shared) {
+            redis.charge(shared, usage.total(), cost);
+        }
+        if price.is_none() {
             return out;
-        };
-        let cost = price.cost_pico(&usage);
-        out.cost_pico = Some(cost);
+        }
         m.cost
             .with_label_values(&[project, provider, route])
             .inc_by(cost as f64 / 1e12);
         if let Some(slot) = &gov.spend {
-            for threshold in slot.charge(cost) {
-                let t = threshold.to_string();
-                m.budget_crossings
-                    .with_label_values(&[project, t.as_str()])
-                    .inc();
-                tracing::warn!(
-                    project,
-                    threshold_percent = threshold,
-                    budget_cents = gov.project.monthly_budget_cents,
-                    "project crossed a monthly budget threshold"
-                );
+            let crossed = slot.charge(cost);
+            // With Redis, the shared total is the one whose thresholds are reported.
+            if gov.shared.is_none() {
+                for threshold in crossed {
+                    self.report_crossing(project, threshold, gov.project.monthly_budget_cents);
+                }
             }
         }
         out
+    }
+
+    fn report_crossing(&self, project: &str, threshold: u32, budget_cents: Option<u64>) {
+        let t = threshold.to_string();
+        self.metrics
+            .budget_crossings
+            .with_label_values(&[project, t.as_str()])
+            .inc();
+        tracing::warn!(
+            project,
+            threshold_percent = threshold,
+            budget_cents,
+            "project crossed a monthly budget threshold"
+        );
+    }
+
+    /// Sends Redis charges until shutdown (nothing to do without Redis).
+    pub async fn run_redis_flusher(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        let on_crossed = |w: &BudgetWatch, before: u64, after: u64| {
+            for t in crate::cost::budget::crossed(before, after, w.budget_pico) {
+                self.report_crossing(&w.project, t, Some(w.budget_cents));
+            }
+        };
+        redis.run_flusher(on_crossed, shutdown).await;
     }
 }
 

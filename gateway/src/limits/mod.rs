@@ -14,6 +14,7 @@
 
 pub mod headers;
 pub mod policy;
+pub mod redis;
 pub mod registry;
 pub mod window;
 
@@ -231,6 +232,33 @@ impl Limiter {
             retry_after_ms: reset_ms,
             headers,
         }))
+    }
+
+    /// Counts an admission decided elsewhere (by Redis) in this gateway's own counters, so
+    /// they are current if Redis fails and the failure mode falls back to them.
+    pub fn record(&self, project: &ProjectPolicy, key: &KeyPolicy, now_ms: u64) -> Grant {
+        let minute = now_ms / WINDOW_MS;
+        let mut grant = Grant::default();
+        for (name, rpm, tpm) in [
+            (&key.scope, key.requests_per_minute, key.tokens_per_minute),
+            (
+                &project.name,
+                project.requests_per_minute,
+                project.tokens_per_minute,
+            ),
+        ] {
+            if rpm.is_none() && tpm.is_none() {
+                continue;
+            }
+            let counters = self.scopes.get(name);
+            if rpm.is_some() {
+                counters.requests.add(minute, 1);
+            }
+            if tpm.is_some() {
+                grant.charge.push(counters);
+            }
+        }
+        grant
     }
 
     /// Number of scopes with counters (for tests and metrics).

@@ -51,6 +51,8 @@ pub enum Reject {
     RateLimited(Box<RateLimited>),
     /// The project's monthly budget is spent (429, `x-should-retry: false`).
     BudgetExceeded(Box<BudgetExceeded>),
+    /// The shared (Redis) limiter is unavailable and fails closed.
+    LimiterUnavailable,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -65,7 +67,7 @@ impl Reject {
             Self::BodyTimeout => 408,
             Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
             Self::ModelNotAllowed => 403,
-            Self::ProviderKeyMissing | Self::NoSnapshot => 503,
+            Self::ProviderKeyMissing | Self::NoSnapshot | Self::LimiterUnavailable => 503,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::RateLimited(_) | Self::BudgetExceeded(_) => 429,
@@ -96,6 +98,7 @@ impl Reject {
             Self::NoSnapshot => "config_not_loaded",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -159,6 +162,7 @@ impl Reject {
                 b.budget_cents % 100,
                 b.resets_at
             ),
+            Self::LimiterUnavailable => "The rate limiter is unavailable; retry shortly.".into(),
             Self::Internal => "Internal gateway error.".into(),
         }
     }
@@ -188,6 +192,9 @@ impl Reject {
                 h.insert_header("retry-after", ms.div_ceil(1000).to_string())?;
                 h.insert_header("retry-after-ms", ms.to_string())?;
                 r.headers.apply(h)?;
+            }
+            Self::LimiterUnavailable => {
+                h.insert_header("retry-after", "1")?;
             }
             Self::BudgetExceeded(b) => {
                 h.insert_header("retry-after", b.retry_after_secs.to_string())?;

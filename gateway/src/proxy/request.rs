@@ -71,11 +71,10 @@ async fn admit(
     ctx.project = Some(project_idx);
     let project = &cfg.projects[project_idx];
     let org = &cfg.orgs[project.org];
-    let gov = ctx.gov.insert(gw.gov.admit(
-        &project.policy,
-        &key.policy,
-        crate::limits::now_ms(),
-    )?);
+    let now_ms = crate::limits::now_ms();
+    let gov = ctx
+        .gov
+        .insert(gw.gov.admit(&project.policy, &key.policy, now_ms).await?);
 
     let body = body::read_capped(session, project.max_request_bytes, gw.body_read_timeout).await?;
     ctx.request_bytes = body.as_ref().map_or(0, Bytes::len);
