@@ -16,6 +16,7 @@ pub mod control_plane;
 pub mod cost;
 pub mod drain;
 pub mod governance;
+pub mod ingest;
 pub mod limits;
 pub mod live;
 pub mod metrics;

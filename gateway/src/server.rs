@@ -84,7 +84,31 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         None => None,
     };
     let has_redis = redis.is_some();
-    let gov = Arc::new(Governor::new(metrics.registry(), redis)?);
+    let mut gov = Governor::new(metrics.registry(), redis)?;
+    let mut usage_shipper = None;
+    if let Some(cp) = &s.control_plane {
+        if let Some(token) = &cp.usage_ingest_token {
+            let target = crate::ingest::Target {
+                kind: "usage",
+                url: cp
+                    .url
+                    .join("internal/v1/ingest/usage")
+                    .context("control_plane.url")?,
+                secret: cp
+                    .internal_secret
+                    .resolve()
+                    .context("control_plane.internal_secret")?,
+                token: token
+                    .resolve()
+                    .context("control_plane.usage_ingest_token")?,
+            };
+            let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
+            let (queue, shipper) = crate::ingest::channel(target, &cp.ingest, ingest_metrics)?;
+            gov = gov.with_usage_ingest(queue);
+            usage_shipper = Some(shipper);
+        }
+    }
+    let gov = Arc::new(gov);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let draining = Arc::new(AtomicBool::new(false));
     let gateway = Gateway {
@@ -157,6 +181,9 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             crate::control_plane::ControlPlaneClient(client),
         ));
     }
+    if let Some(shipper) = usage_shipper {
+        server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
+    }
     if has_redis {
         server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
     }
@@ -173,5 +200,15 @@ struct ChargeFlusher {
 impl pingora::services::background::BackgroundService for ChargeFlusher {
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
         self.gov.run_redis_flusher(shutdown).await;
+    }
+}
+
+/// Ships usage records to the control plane.
+struct UsageShipper(crate::ingest::Shipper<gateway_schema::UsageRecord>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for UsageShipper {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.run(shutdown).await;
     }
 }

@@ -783,3 +783,194 @@ async fn redis_stopped_mid_run_fails_open_to_this_gateways_own_counters() {
     assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 429);
     assert_eq!(gw.logs().matches("Redis limiter unavailable").count(), 1);
 }
+
+/// A mock control plane's ingest endpoint: stores usage records by id (idempotently, like the
+/// real one) and counts every record it was sent.
+#[derive(Default)]
+struct MockCp {
+    stored: std::collections::HashMap<String, serde_json::Value>,
+    received: usize,
+    bad_auth: usize,
+}
+
+async fn start_mock_cp(
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<MockCp>>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let app = axum::Router::new().route(
+        "/internal/v1/ingest/usage",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let mut s = state.lock().unwrap();
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    let token = headers.get("x-ingest-token").and_then(|v| v.to_str().ok());
+                    if auth != Some("Bearer internal-secret-for-tests")
+                        || token != Some("usage-token-for-tests")
+                    {
+                        s.bad_auth += 1;
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    for r in v["records"].as_array().unwrap() {
+                        s.received += 1;
+                        let id = r["id"].as_str().unwrap().to_owned();
+                        s.stored.entry(id).or_insert_with(|| r.clone());
+                    }
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+#[tokio::test]
+async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_and_are_stored_once()
+{
+    let up = MockUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("gw-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "internal-secret-for-tests").unwrap();
+    std::fs::write(dir.join("token"), "usage-token-for-tests").unwrap();
+    let (cp_port, _) = free_ports();
+    let server_extra = format!(
+        "  control_plane:\n    url: \"http://127.0.0.1:{cp_port}\"\n    internal_secret: \"file:{d}/secret\"\n    public_key: \"file:{d}/unused-public-key\"\n    usage_ingest_token: \"file:{d}/token\"\n    ingest:\n      spool_dir: \"{d}/spool\"\n      flush_ms: 100\n      batch_size: 100\n",
+        d = dir.display()
+    );
+    let projects = format!(
+        "projects:\n  - slug: billed\n    keys:\n      - digest: \"{}\"\n        id: \"key_billed_1\"\n",
+        digest(KEY_A)
+    );
+    let snapshot = config_with(up.addr, &projects);
+    let gw = GatewayProc::start_with(&snapshot, &server_extra).await;
+
+    // 1,000 requests, 20 at a time, while nothing listens on the control plane's port.
+    let mut tasks = Vec::new();
+    for w in 0..20 {
+        let url = gw.url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for i in 0..50 {
+                let r = c
+                    .post(&url)
+                    .bearer_auth(KEY_A)
+                    .header("x-request-id", format!("ingest-{}", w * 50 + i))
+                    .json(&chat_body("gpt-4o", false))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every record reaches the disk spool; then the gateway dies hard (SIGKILL).
+    wait_metric(
+        &gw,
+        "gateway_ingest_spool_records",
+        &["kind=\"usage\""],
+        1000.0,
+    )
+    .await;
+    drop(gw);
+
+    let gw = GatewayProc::start_with(&snapshot, &server_extra).await;
+    assert_eq!(
+        metric_sum(&gw, "gateway_ingest_spool_records", &["kind=\"usage\""]).await,
+        1000.0
+    );
+    assert!(gw
+        .logs()
+        .contains("ingest spool has records from a previous run"));
+
+    let cp = std::sync::Arc::new(std::sync::Mutex::new(MockCp::default()));
+    let _cp_task = start_mock_cp(cp_port, cp.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = cp.lock().unwrap().stored.len();
+        if stored >= 1000
+            && metric_sum(&gw, "gateway_ingest_spool_records", &["kind=\"usage\""]).await == 0.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {stored} stored:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let s = cp.lock().unwrap();
+        assert_eq!(s.stored.len(), 1000);
+        assert_eq!(s.bad_auth, 0);
+        let ids: std::collections::BTreeSet<String> = s
+            .stored
+            .values()
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .collect();
+        let want: std::collections::BTreeSet<String> =
+            (0..1000).map(|i| format!("ingest-{i}")).collect();
+        assert_eq!(ids, want, "every request exactly once");
+        let r = s.stored.values().next().unwrap();
+        assert_eq!(r["org"], "default");
+        assert_eq!(r["project"], "billed");
+        assert_eq!(r["key_id"], "key_billed_1");
+        assert_eq!(r["provider"], "openai");
+        assert_eq!(r["route"], "gpt-*");
+        assert_eq!(r["model"], "gpt-4o");
+        assert_eq!(
+            (r["input_tokens"].as_u64(), r["output_tokens"].as_u64()),
+            (Some(5), Some(4))
+        );
+        assert_eq!(r["cost_pico"], 52_500_000);
+        assert_eq!(
+            (r["status"].as_u64(), r["complete"].as_bool()),
+            (Some(200), Some(true))
+        );
+        // Never a key or content.
+        let text = serde_json::to_string(r).unwrap();
+        assert!(!text.contains(KEY_A) && !text.contains("hi\""), "{text}");
+    }
+
+    // With the control plane up, a new record goes straight through.
+    let r = send_as(&gw, KEY_A, "ingest-live").await;
+    assert_eq!(r, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cp
+        .lock()
+        .unwrap()
+        .stored
+        .values()
+        .any(|r| r["request_id"] == "ingest-live")
+    {
+        assert!(Instant::now() < deadline, "live record never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cp.lock().unwrap().stored.len(), 1001);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn send_as(gw: &GatewayProc, key: &str, id: &str) -> u16 {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-request-id", id)
+        .json(&chat_body("gpt-4o", false))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

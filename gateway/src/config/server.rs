@@ -104,6 +104,9 @@ pub struct ControlPlaneSettings {
     /// Token for `POST /internal/v1/ingest/guardrail-blocks`.
     #[serde(default)]
     pub guardrail_blocks_ingest_token: Option<SecretRef>,
+    /// Batching and spooling of ingested records.
+    #[serde(default)]
+    pub ingest: super::IngestSettings,
 }
 
 /// PEM certificate chain and private key.
@@ -165,6 +168,9 @@ impl ServerSettings {
         }
         if let Some(limits) = &self.limits {
             limits.validate()?;
+        }
+        if let Some(cp) = &self.control_plane {
+            cp.ingest.validate()?;
         }
         if let Some(tls) = &self.tls {
             for (field, p) in [

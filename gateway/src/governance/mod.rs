@@ -15,11 +15,13 @@ use pingora::http::ResponseHeader;
 use crate::config::FailureMode;
 use crate::cost::budget::SpendSlot;
 use crate::cost::{Budgets, PriceTable};
+use crate::ingest::IngestQueue;
 use crate::limits::redis::{BudgetWatch, RedisLimiter, SharedCharges, Unavailable};
 use crate::limits::{Grant, KeyPolicy, Limiter, ProjectPolicy};
 use crate::proxy::errors::Reject;
 use crate::usage::extract::Dialect;
 use crate::usage::{request as usage_request, Usage, UsageMeter};
+use gateway_schema::UsageRecord;
 use metrics::GovMetrics;
 
 /// Process-wide governance state: counters that outlive config reloads, and metrics.
@@ -27,6 +29,7 @@ pub struct Governor {
     limiter: Limiter,
     budgets: Budgets,
     redis: Option<RedisLimiter>,
+    usage_ingest: Option<IngestQueue<UsageRecord>>,
     /// Governance metrics.
     pub metrics: GovMetrics,
 }
@@ -43,6 +46,23 @@ pub struct RequestGov {
     pub key_id: Option<Arc<str>>,
     meter: Option<UsageMeter>,
     upstream_model: Option<Arc<str>>,
+}
+
+/// What the logging phase knows of a finished request, for its usage record.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// Provider name.
+    pub provider: &'a str,
+    /// Route pattern, or `native`.
+    pub route: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Whole-request latency.
+    pub latency_ms: u64,
+    /// Now, Unix milliseconds.
+    pub now_ms: u64,
 }
 
 /// The outcome of one request, for the access log and the usage record.
@@ -70,8 +90,42 @@ impl Governor {
             limiter: Limiter::default(),
             budgets: Budgets::default(),
             redis,
+            usage_ingest: None,
             metrics: GovMetrics::register(registry)?,
         })
+    }
+
+    /// Reports usage records to the control plane through `queue`.
+    pub fn with_usage_ingest(mut self, queue: IngestQueue<UsageRecord>) -> Self {
+        self.usage_ingest = Some(queue);
+        self
+    }
+
+    /// Queues the usage record of a finished request (control-plane mode only).
+    pub fn report(&self, gov: &RequestGov, s: &Settlement, f: RequestFacts<'_>) {
+        let Some(q) = &self.usage_ingest else {
+            return;
+        };
+        let u = s.usage.unwrap_or_default();
+        q.submit(UsageRecord {
+            id: crate::request_id::new_id(),
+            request_id: f.request_id.to_owned(),
+            at_ms: i64::try_from(f.now_ms).unwrap_or(i64::MAX),
+            org: gov.project.org.to_string(),
+            project: gov.project.slug.to_string(),
+            key_id: gov.key_id.as_deref().map(str::to_owned),
+            provider: f.provider.to_owned(),
+            route: f.route.to_owned(),
+            model: s.model.clone(),
+            input_tokens: u.input,
+            output_tokens: u.output,
+            cache_read_tokens: u.cache_read,
+            cache_write_tokens: u.cache_write,
+            cost_pico: s.cost_pico,
+            status: f.status,
+            latency_ms: f.latency_ms,
+            complete: s.complete,
+        });
     }
 
     /// Admits a request of `key` in `project` at `now_ms`: budget first (a spent budget

@@ -31,13 +31,22 @@ pub fn log_request(
     let elapsed = ctx.started.elapsed();
     let upstream = ctx.upstream_started.map(|t| t.elapsed());
 
+    let now_ms = crate::limits::now_ms();
     let settled = match (ctx.gov.as_mut(), cfg) {
-        (Some(gov), Some(c)) => {
-            gw.gov
-                .settle(gov, &c.prices, provider, model, crate::limits::now_ms())
-        }
+        (Some(gov), Some(c)) => gw.gov.settle(gov, &c.prices, provider, model, now_ms),
         _ => Default::default(),
     };
+    if let (Some(gov), Some(_)) = (ctx.gov.as_ref(), ctx.provider) {
+        let facts = crate::governance::RequestFacts {
+            request_id: &ctx.request_id,
+            provider,
+            route: model,
+            status,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            now_ms,
+        };
+        gw.gov.report(gov, &settled, facts);
+    }
     let usage = settled.usage;
 
     let m = &gw.metrics;
