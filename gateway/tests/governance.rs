@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/cp.rs"]
+mod cp;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -784,84 +786,50 @@ async fn redis_stopped_mid_run_fails_open_to_this_gateways_own_counters() {
     assert_eq!(gw.logs().matches("Redis limiter unavailable").count(), 1);
 }
 
-/// A mock control plane's ingest endpoint: stores usage records by id (idempotently, like the
-/// real one) and counts every record it was sent.
-#[derive(Default)]
-struct MockCp {
-    stored: std::collections::HashMap<String, serde_json::Value>,
-    received: usize,
-    bad_auth: usize,
-}
-
-async fn start_mock_cp(
-    port: u16,
-    state: std::sync::Arc<std::sync::Mutex<MockCp>>,
-) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let app = axum::Router::new().route(
-        "/internal/v1/ingest/usage",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let state = state.clone();
-                async move {
-                    let mut s = state.lock().unwrap();
-                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-                    let token = headers.get("x-ingest-token").and_then(|v| v.to_str().ok());
-                    if auth != Some("Bearer internal-secret-for-tests")
-                        || token != Some("usage-token-for-tests")
-                    {
-                        s.bad_auth += 1;
-                        return axum::http::StatusCode::UNAUTHORIZED;
-                    }
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    for r in v["records"].as_array().unwrap() {
-                        s.received += 1;
-                        let id = r["id"].as_str().unwrap().to_owned();
-                        s.stored.entry(id).or_insert_with(|| r.clone());
-                    }
-                    axum::http::StatusCode::OK
-                }
-            },
-        ),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
-
 #[tokio::test]
 async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_and_are_stored_once()
 {
     let up = MockUpstream::start().await;
-    let dir = std::env::temp_dir().join(format!("gw-ingest-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("secret"), "internal-secret-for-tests").unwrap();
-    std::fs::write(dir.join("token"), "usage-token-for-tests").unwrap();
-    let (cp_port, _) = free_ports();
+    let secrets = cp::Secrets::new();
+    let mut cp = cp::ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/projects",
+        serde_json::json!({"slug": "billed"}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "billed").await;
+    let d = secrets.dir.display();
     let server_extra = format!(
-        "  control_plane:\n    url: \"http://127.0.0.1:{cp_port}\"\n    internal_secret: \"file:{d}/secret\"\n    public_key: \"file:{d}/unused-public-key\"\n    usage_ingest_token: \"file:{d}/token\"\n    ingest:\n      spool_dir: \"{d}/spool\"\n      flush_ms: 100\n      batch_size: 100\n",
-        d = dir.display()
+        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{d}/internal-secret\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/ingest-lkg.json\"\n    usage_ingest_token: \"file:{d}/usage-ingest-token\"\n    ingest:\n      spool_dir: \"{d}/spool\"\n      flush_ms: 100\n      batch_size: 100\n",
+        url = cp.url,
+        pubkey = secrets.pub_file.display(),
     );
-    let projects = format!(
-        "projects:\n  - slug: billed\n    keys:\n      - digest: \"{}\"\n        id: \"key_billed_1\"\n",
-        digest(KEY_A)
-    );
-    let snapshot = config_with(up.addr, &projects);
-    let gw = GatewayProc::start_with(&snapshot, &server_extra).await;
+    let mut gw = GatewayProc::launch("", &server_extra, &[], true).await;
+    // The key works once the snapshot is applied (`/v1/models` is answered by the gateway
+    // itself: no usage record).
+    cp::eventually(Duration::from_secs(5), "the key works", || async {
+        client()
+            .get(gw.url("/v1/models"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 
-    // 1,000 requests, 20 at a time, while nothing listens on the control plane's port.
+    cp.stop().await;
+    // 1,000 requests, 20 at a time, while the control plane is down.
     let mut tasks = Vec::new();
     for w in 0..20 {
         let url = gw.url("/v1/chat/completions");
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let c = client();
             for i in 0..50 {
                 let r = c
                     .post(&url)
-                    .bearer_auth(KEY_A)
+                    .bearer_auth(&key)
                     .header("x-request-id", format!("ingest-{}", w * 50 + i))
                     .json(&chat_body("gpt-4o", false))
                     .send()
@@ -875,7 +843,8 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
     for t in tasks {
         t.await.unwrap();
     }
-    // Every record reaches the disk spool; then the gateway dies hard (SIGKILL).
+    // Every record reaches the disk spool; then the gateway dies hard (SIGKILL) and restarts
+    // (from its last-known-good snapshot: the control plane is still down).
     wait_metric(
         &gw,
         "gateway_ingest_spool_records",
@@ -883,9 +852,8 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
         1000.0,
     )
     .await;
-    drop(gw);
-
-    let gw = GatewayProc::start_with(&snapshot, &server_extra).await;
+    gw.kill();
+    gw.spawn(true).await;
     assert_eq!(
         metric_sum(&gw, "gateway_ingest_spool_records", &["kind=\"usage\""]).await,
         1000.0
@@ -894,83 +862,56 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
         .logs()
         .contains("ingest spool has records from a previous run"));
 
-    let cp = std::sync::Arc::new(std::sync::Mutex::new(MockCp::default()));
-    let _cp_task = start_mock_cp(cp_port, cp.clone()).await;
+    cp.restart().await;
+    let usage = || async {
+        let (st, v) = cp.get("/api/v1/orgs/acme/usage?project=billed").await;
+        assert_eq!(st, 200, "{v}");
+        v["items"][0].clone()
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stored = cp.lock().unwrap().stored.len();
-        if stored >= 1000
-            && metric_sum(&gw, "gateway_ingest_spool_records", &["kind=\"usage\""]).await == 0.0
-        {
+        let stored = usage().await["requests"].as_i64().unwrap_or(0);
+        let spooled = metric_sum(&gw, "gateway_ingest_spool_records", &["kind=\"usage\""]).await;
+        if stored >= 1000 && spooled == 0.0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "only {stored} stored:\n{}",
+            "only {stored} stored, {spooled} spooled:\n{}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    {
-        let s = cp.lock().unwrap();
-        assert_eq!(s.stored.len(), 1000);
-        assert_eq!(s.bad_auth, 0);
-        let ids: std::collections::BTreeSet<String> = s
-            .stored
-            .values()
-            .map(|r| r["request_id"].as_str().unwrap().to_owned())
-            .collect();
-        let want: std::collections::BTreeSet<String> =
-            (0..1000).map(|i| format!("ingest-{i}")).collect();
-        assert_eq!(ids, want, "every request exactly once");
-        let r = s.stored.values().next().unwrap();
-        assert_eq!(r["org"], "default");
-        assert_eq!(r["project"], "billed");
-        assert_eq!(r["key_id"], "key_billed_1");
-        assert_eq!(r["provider"], "openai");
-        assert_eq!(r["route"], "gpt-*");
-        assert_eq!(r["model"], "gpt-4o");
-        assert_eq!(
-            (r["input_tokens"].as_u64(), r["output_tokens"].as_u64()),
-            (Some(5), Some(4))
-        );
-        assert_eq!(r["cost_pico"], 52_500_000);
-        assert_eq!(
-            (r["status"].as_u64(), r["complete"].as_bool()),
-            (Some(200), Some(true))
-        );
-        // Never a key or content.
-        let text = serde_json::to_string(r).unwrap();
-        assert!(!text.contains(KEY_A) && !text.contains("hi\""), "{text}");
-    }
+    // Exactly 1,000 records, counted exactly: 5 in and 4 out each, gpt-4o at 2.50/10.00.
+    let u = usage().await;
+    assert_eq!(u["requests"], 1000, "{u}");
+    assert_eq!(
+        (u["input_tokens"].as_i64(), u["output_tokens"].as_i64()),
+        (Some(5000), Some(4000))
+    );
+    assert_eq!(u["cost_pico"], 52_500_000_000_i64);
+    assert_eq!(
+        (
+            u["incomplete_requests"].as_i64(),
+            u["unpriced_requests"].as_i64()
+        ),
+        (Some(0), Some(0))
+    );
 
     // With the control plane up, a new record goes straight through.
-    let r = send_as(&gw, KEY_A, "ingest-live").await;
-    assert_eq!(r, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cp
-        .lock()
-        .unwrap()
-        .stored
-        .values()
-        .any(|r| r["request_id"] == "ingest-live")
-    {
-        assert!(Instant::now() < deadline, "live record never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(cp.lock().unwrap().stored.len(), 1001);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn send_as(gw: &GatewayProc, key: &str, id: &str) -> u16 {
-    client()
+    let r = client()
         .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .header("x-request-id", id)
+        .bearer_auth(&key)
         .json(&chat_body("gpt-4o", false))
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    cp::eventually(
+        Duration::from_secs(10),
+        "the live record is stored",
+        || async { usage().await["requests"] == 1001 },
+    )
+    .await;
 }
