@@ -707,6 +707,60 @@ async fn two_gateways_sharing_redis_admit_exactly_the_project_limit_together() {
     assert_eq!(checks, 60.0, "one Redis round trip per request");
 }
 
+/// `n` concurrent chat requests on each gateway; returns how many were admitted (200).
+async fn burst(gateways: &[&GatewayProc], key: &'static str, n: usize) -> usize {
+    let mut tasks = Vec::new();
+    for gw in gateways {
+        for _ in 0..n {
+            let url = gw.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                let r = client()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&chat_body("gpt-4o", false))
+                    .send()
+                    .await
+                    .unwrap();
+                let ok = r.status() == 200;
+                let _ = r.bytes().await;
+                ok
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    admitted
+}
+
+#[tokio::test]
+async fn two_gateways_token_overshoot_is_bounded_by_the_requests_in_flight() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let projects = format!(
+        "projects:\n  - slug: tokenshare\n    tokens_per_minute: 10\n    keys:\n      - digest: \"{}\"\n",
+        digest(KEY_A)
+    );
+    let snapshot = config_with(up.addr, &projects);
+    let limits = redis_limits("tokens", "redis://127.0.0.1:6379", "closed");
+    let a = GatewayProc::start_with(&snapshot, &limits).await;
+    let b = GatewayProc::start_with(&snapshot, &limits).await;
+    // N = 5 per gateway, M = 2, in flight together while the window is empty: all admitted,
+    // 90 tokens against a limit of 10. That is the bound: the tokens of the requests in flight.
+    let admitted = burst(&[&a, &b], KEY_A, 5).await;
+    assert!(admitted <= 10, "{admitted}");
+    assert!(admitted >= 1);
+    // Once those charges have landed in Redis (batched), both gateways refuse everything.
+    for gw in [&a, &b] {
+        wait_metric(gw, "gateway_redis_charges_total", &["outcome=\"ok\""], 1.0).await;
+    }
+    assert_eq!(burst(&[&a, &b], KEY_A, 5).await, 0);
+    let refused = metric_sum(&a, "gateway_limit_rejections_total", &["kind=\"tokens\""]).await
+        + metric_sum(&b, "gateway_limit_rejections_total", &["kind=\"tokens\""]).await;
+    assert_eq!(refused, 10.0);
+}
+
 #[tokio::test]
 async fn redis_stopped_mid_run_fails_closed_with_503_then_recovers() {
     wait_for_fresh_window().await;
