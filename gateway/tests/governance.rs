@@ -969,3 +969,56 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_policy_set_through_the_control_plane_limits_requests_on_the_gateway() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let cp = cp::ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/policies",
+        serde_json::json!({"slug": "tight", "requests_per_minute": 3}),
+    )
+    .await;
+    cp.post(
+        "/api/v1/orgs/acme/projects",
+        serde_json::json!({"slug": "limited", "policy": "tight"}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "limited").await;
+    let lkg = secrets.dir.join("limits-lkg.json");
+    let gw = GatewayProc::launch(
+        "",
+        "",
+        &secrets.gateway_args(&cp.url, &lkg, "gw-limits"),
+        true,
+    )
+    .await;
+    cp::eventually(Duration::from_secs(5), "the key works", || async {
+        client()
+            .get(gw.url("/v1/models"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // The successful probe above was one request of the three (every request counts).
+    let r = chat(&gw, &key, "gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "3");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+    assert_eq!(chat(&gw, &key, "gpt-4o").await.status(), 200);
+    let r = chat(&gw, &key, "gpt-4o").await;
+    assert_eq!(error_code(r).await, (429, "rate_limit_exceeded".to_owned()));
+    // Its counters are named `org/project`.
+    wait_metric(
+        &gw,
+        "gateway_tokens_total",
+        &["project=\"acme/limited\""],
+        1.0,
+    )
+    .await;
+}
