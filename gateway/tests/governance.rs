@@ -795,9 +795,14 @@ async fn redis_stopped_mid_run_fails_closed_with_503_then_recovers() {
         "{}",
         gw.logs()
     );
+    // The first failure waits for Redis; within a second of it, requests do not wait again.
     let failures = metric_sum(&gw, "gateway_redis_checks_total", &["outcome=\"error\""]).await
         + metric_sum(&gw, "gateway_redis_checks_total", &["outcome=\"timeout\""]).await;
-    assert_eq!(failures, 3.0);
+    let skipped = metric_sum(&gw, "gateway_redis_checks_total", &["outcome=\"skipped\""]).await;
+    assert!(
+        failures >= 1.0 && failures + skipped == 3.0,
+        "{failures} failed, {skipped} skipped"
+    );
 
     let _redis = OwnRedis::start_on(port).await;
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -8,7 +8,7 @@
 //! is counted, and the transition (not every request) is logged.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ use crate::proxy::errors::Reject;
 
 /// Redis keys live two windows, so a late charge still lands in its minute.
 const WINDOW_TTL_SECS: u64 = 120;
+/// After a failed check, the next one is tried this much later (requests meanwhile get the
+/// failure mode without waiting for a timeout).
+const RETRY_AFTER_FAILURE_MS: u64 = 1000;
 /// Spend keys outlive their month by a few days.
 const SPEND_TTL_SECS: u64 = 35 * 86_400;
 
@@ -101,6 +104,9 @@ pub struct RedisLimiter {
     /// What a request gets when Redis fails.
     pub mode: FailureMode,
     healthy: AtomicBool,
+    /// After a failure, Redis is not asked again before this time (Unix ms): requests get the
+    /// failure mode at once instead of each waiting out the timeout.
+    skip_until_ms: AtomicU64,
     tx: mpsc::UnboundedSender<Charge>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Charge>>>,
     metrics: RedisMetrics,
@@ -128,7 +134,7 @@ impl RedisLimiter {
         let checks = IntCounterVec::new(
             Opts::new(
                 "gateway_redis_checks_total",
-                "Redis limit checks by outcome (ok, error, timeout)",
+                "Redis limit checks by outcome (ok, error, timeout, skipped: within 1 s of a failure)",
             ),
             &["outcome"],
         )?;
@@ -161,6 +167,7 @@ impl RedisLimiter {
             flush_every: Duration::from_millis(s.redis_flush_ms),
             mode: s.redis_failure_mode,
             healthy: AtomicBool::new(true),
+            skip_until_ms: AtomicU64::new(0),
             tx,
             rx: Mutex::new(Some(rx)),
             metrics: RedisMetrics {
@@ -197,6 +204,10 @@ impl RedisLimiter {
         key: &KeyPolicy,
         now_ms: u64,
     ) -> Result<Result<(RateHeaders, SharedCharges), Reject>, Unavailable> {
+        if now_ms < self.skip_until_ms.load(Ordering::Acquire) {
+            self.metrics.checks.with_label_values(&["skipped"]).inc();
+            return Err(Unavailable);
+        }
         let minute = now_ms / WINDOW_MS;
         let reset_ms = WINDOW_MS - now_ms % WINDOW_MS;
         let now_secs = (now_ms / 1000) as i64;
@@ -232,9 +243,9 @@ impl RedisLimiter {
         };
         let out = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) if v.len() == 6 => v,
-            Ok(Ok(_)) => return Err(self.failed("error", "unexpected script reply")),
-            Ok(Err(e)) => return Err(self.failed("error", &e)),
-            Err(_) => return Err(self.failed("timeout", "timed out")),
+            Ok(Ok(_)) => return Err(self.failed("error", "unexpected script reply", now_ms)),
+            Ok(Err(e)) => return Err(self.failed("error", &e, now_ms)),
+            Err(_) => return Err(self.failed("timeout", "timed out", now_ms)),
         };
         self.metrics
             .latency
@@ -324,8 +335,10 @@ impl RedisLimiter {
         Ok(Ok((headers, charges)))
     }
 
-    fn failed(&self, outcome: &str, reason: &str) -> Unavailable {
+    fn failed(&self, outcome: &str, reason: &str, now_ms: u64) -> Unavailable {
         self.metrics.checks.with_label_values(&[outcome]).inc();
+        self.skip_until_ms
+            .store(now_ms + RETRY_AFTER_FAILURE_MS, Ordering::Release);
         if self.healthy.swap(false, Ordering::AcqRel) {
             let mode = match self.mode {
                 FailureMode::Open => "open: admitting under this gateway's own counters",
