@@ -206,6 +206,31 @@ async fn key_request_limit_applies_to_that_key_alone() {
 }
 
 #[tokio::test]
+async fn limit_counters_survive_a_config_reload() {
+    wait_for_fresh_window().await;
+    let up = MockUpstream::start().await;
+    let projects = |extra: &str| {
+        format!(
+            "projects:\n{extra}  - slug: steady\n    requests_per_minute: 2\n    keys:\n      - digest: \"{}\"\n",
+            digest(KEY_A)
+        )
+    };
+    let gw = GatewayProc::start(&config_with(up.addr, &projects(""))).await;
+    assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 200);
+    assert_eq!(chat(&gw, KEY_A, "gpt-4o").await.status(), 200);
+    // A reload that adds a project before this one (its index changes) keeps its count.
+    let before = gw.config_generation().await;
+    gw.rewrite_config(&config_with(up.addr, &projects("  - slug: newcomer\n")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.config_generation().await <= before {
+        assert!(Instant::now() < deadline, "no reload:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = chat(&gw, KEY_A, "gpt-4o").await;
+    assert_eq!(error_code(r).await, (429, "rate_limit_exceeded".to_owned()));
+}
+
+#[tokio::test]
 async fn token_limits_refuse_once_the_window_is_spent_per_project_and_per_key() {
     wait_for_fresh_window().await;
     let up = MockUpstream::start().await;
