@@ -7,6 +7,9 @@
 #   benches/load.sh            # DURATION=8 by default; results in benches/out/
 #
 # Prints requests/s, p50/p99 latency per run, the gateway's peak RSS, and ratios to nginx.
+# The gateway runs three times over: without limits (usage is always counted), with limits and
+# a budget checked on every request by the local limiter, and with the same checked in Redis
+# (127.0.0.1:6379, or REDIS_URL; skipped when it does not answer).
 # A bare Pingora proxy with no logic (gateway/examples/bare_pingora.rs) runs too: the floor
 # that shows what the gateway's own work costs on top of Pingora.
 set -euo pipefail
@@ -24,6 +27,9 @@ cargo build --release -p gateway --bin gateway --example bare_pingora 2>&1 | tai
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOCK_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); BARE_PORT=$(free_port)
+GWL_PORT=$(free_port); GWL_ADMIN=$(free_port); GWR_PORT=$(free_port); GWR_ADMIN=$(free_port)
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+HAVE_REDIS=0; redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && HAVE_REDIS=1
 
 # ~600 B JSON response and an SSE variant.
 JSON_RESP=$(python3 - <<'PY'
@@ -93,11 +99,14 @@ CONF
 
 KEY="gwk_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 DIGEST=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
-cat > "$OUT/gateway.yaml" <<CONF
+# gateway_conf PORT ADMIN_PORT POLICY_LINES SERVER_LINES
+gateway_conf() {
+cat <<CONF
 server:
-  listen: "127.0.0.1:$GW_PORT"
-  admin_listen: "127.0.0.1:$GW_ADMIN"
+  listen: "127.0.0.1:$1"
+  admin_listen: "127.0.0.1:$2"
   threads: $WORKERS
+$4
 providers:
   - name: mock
     kind: openai-compatible
@@ -108,9 +117,23 @@ routes:
     provider: mock
 projects:
   - slug: bench
+$3
     keys:
       - digest: "$DIGEST"
+        requests_per_minute: 1000000000000
+        tokens_per_minute: 1000000000000000
 CONF
+}
+# Limits that are checked on every request but never reached.
+POLICY="    requests_per_minute: 1000000000000
+    tokens_per_minute: 1000000000000000
+    monthly_budget_cents: 1000000000000"
+gateway_conf "$GW_PORT" "$GW_ADMIN" "" "" | grep -v '_per_minute: 1000000000000' > "$OUT/gateway.yaml"
+gateway_conf "$GWL_PORT" "$GWL_ADMIN" "$POLICY" "" > "$OUT/gateway-limits.yaml"
+printf '%s' "$REDIS_URL" > "$OUT/redis-url"
+gateway_conf "$GWR_PORT" "$GWR_ADMIN" "$POLICY" "  limits:
+    redis_url: \"file:$PWD/$OUT/redis-url\"
+    redis_key_prefix: \"bench-$$:\"" > "$OUT/gateway-redis.yaml"
 
 python3 - > "$OUT/body.json" <<'PY'
 import json
@@ -135,13 +158,19 @@ nginx -c "$PWD/$OUT/mock/nginx.conf" -p "$PWD/$OUT/mock" & pids+=($!)
 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" & pids+=($!)
 ./target/release/examples/bare_pingora "127.0.0.1:$BARE_PORT" "127.0.0.1:$MOCK_PORT" "$WORKERS" > "$OUT/bare.log" 2>&1 & pids+=($!)
 BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway.yaml" > "$OUT/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$GW_ADMIN/readyz" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break
-  sleep 0.1
+BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway-limits.yaml" > "$OUT/gateway-limits.log" 2>&1 & pids+=($!)
+GW_TARGETS="gateway gw_limits"
+if [ $HAVE_REDIS = 1 ]; then
+  BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway-redis.yaml" > "$OUT/gateway-redis.log" 2>&1 & pids+=($!)
+  GW_TARGETS="$GW_TARGETS gw_redis"
+fi
+for admin in $GW_ADMIN $GWL_ADMIN $([ $HAVE_REDIS = 1 ] && echo $GWR_ADMIN); do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
 done
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.1; done
 
 # Sanity: each target answers 200 with the mock's body.
-for port in $MOCK_PORT $NGINX_PORT $BARE_PORT $GW_PORT; do
+for port in $MOCK_PORT $NGINX_PORT $BARE_PORT $GW_PORT $GWL_PORT $([ $HAVE_REDIS = 1 ] && echo $GWR_PORT); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
     --data-binary @"$OUT/body.json" "http://127.0.0.1:$port/v1/chat/completions")
   [ "$code" = 200 ] || { echo "target on port $port answered $code"; cat "$OUT/gateway.log"; exit 1; }
@@ -154,8 +183,9 @@ printf 'variant\tconns\ttarget\trps\tp50_ms\tp99_ms\terrors\n' > "$results"
 for variant in json sse; do
   sse=0; [ $variant = sse ] && sse=1
   for c in $CONNS; do
-    for target in direct nginx bare gateway; do
-      case $target in direct) port=$MOCK_PORT;; nginx) port=$NGINX_PORT;; bare) port=$BARE_PORT;; gateway) port=$GW_PORT;; esac
+    for target in direct nginx bare $GW_TARGETS; do
+      case $target in direct) port=$MOCK_PORT;; nginx) port=$NGINX_PORT;; bare) port=$BARE_PORT;; gateway) port=$GW_PORT;;
+        gw_limits) port=$GWL_PORT;; gw_redis) port=$GWR_PORT;; esac
       out=$(SSE=$sse KEY=$KEY BODY_FILE="$OUT/body.json" wrk -t1 -c"$c" -d"${DURATION}s" --latency -s "$OUT/req.lua" "http://127.0.0.1:$port/v1/chat/completions")
       echo "$out" > "$OUT/wrk-$variant-$c-$target.txt"
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -167,6 +197,11 @@ for variant in json sse; do
   done
 done
 RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$GW_PID/status)
+if [ $HAVE_REDIS = 1 ]; then
+  # Redis round trips per request: checks counted by the Redis gateway over the requests it served.
+  curl -s "http://127.0.0.1:$GWR_ADMIN/metrics" > "$OUT/gateway-redis.metrics"
+  awk '/^gateway_redis_checks_total/ {c+=$2} /^gateway_requests_total/ {r+=$2} END {if (r) printf "Redis gateway: %d checks for %d requests (%.3f round trips per request)\n", c, r, c/r}' "$OUT/gateway-redis.metrics"
+fi
 
 python3 - "$results" "$RSS_KB" <<'PY'
 import csv, sys
@@ -175,7 +210,7 @@ rss_mib = int(sys.argv[2]) / 1024
 by = {(r["variant"], r["conns"], r["target"]): r for r in rows}
 print("| variant | conns | no proxy req/s | nginx req/s | bare Pingora req/s | gateway req/s | gateway/nginx req/s | nginx p50 / p99 ms | gateway p50 / p99 ms | gateway/nginx p99 | errors (nginx/gw) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for (v, c, t), r in by.items():
+for (v, c, t), r in list(by.items()):
     if t != "direct":
         continue
     n, g, b = by[(v, c, "nginx")], by[(v, c, "gateway")], by[(v, c, "bare")]
@@ -183,5 +218,18 @@ for (v, c, t), r in by.items():
     ratio = f(g["rps"]) / f(n["rps"]) if f(n["rps"]) else 0
     p99r = f(g["p99_ms"]) / f(n["p99_ms"]) if f(n["p99_ms"]) else 0
     print(f"| {v} | {c} | {f(r['rps']):,.0f} | {f(n['rps']):,.0f} | {f(b['rps']):,.0f} | {f(g['rps']):,.0f} | {ratio:.2f}x | {f(n['p50_ms']):.2f} / {f(n['p99_ms']):.2f} | {f(g['p50_ms']):.2f} / {f(g['p99_ms']):.2f} | {p99r:.2f}x | {n['errors']}/{g['errors']} |")
+print()
+print("| variant | conns | bare Pingora req/s | gateway req/s | +limits (local) req/s | +limits (Redis) req/s | limits/bare req/s | limits p99 / bare p99 | Redis/bare req/s | Redis p99 / bare p99 | limits/nginx req/s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for (v, c, t), r in list(by.items()):
+    if t != "direct":
+        continue
+    f = lambda x: float(x or 0)
+    b, g, n = by[(v, c, "bare")], by[(v, c, "gateway")], by[(v, c, "nginx")]
+    l, rd = by.get((v, c, "gw_limits"), {}), by.get((v, c, "gw_redis"), {})
+    div = lambda a, b: f(a) / f(b) if f(b) else 0
+    print(f"| {v} | {c} | {f(b['rps']):,.0f} | {f(g['rps']):,.0f} | {f(l.get('rps')):,.0f} | {f(rd.get('rps')):,.0f} | "
+          f"{div(l.get('rps'), b['rps']):.2f}x | {div(l.get('p99_ms'), b['p99_ms']):.2f}x | "
+          f"{div(rd.get('rps'), b['rps']):.2f}x | {div(rd.get('p99_ms'), b['p99_ms']):.2f}x | {div(l.get('rps'), n['rps']):.2f}x |")
 print(f"\ngateway peak RSS (VmHWM): {rss_mib:.1f} MiB")
 PY

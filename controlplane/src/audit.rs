@@ -208,18 +208,26 @@ async fn write(st: &AppState, rec: &AuditRecord) {
     }
 }
 
-/// Purges records older than the retention period now and then hourly, until shutdown.
+/// Purges audit and usage records older than their retention periods now and then hourly,
+/// until shutdown.
 pub async fn retention_task(
     store: Store,
     retention_days: u32,
+    usage_retention_days: u32,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    let usage_keep_ms = i64::from(usage_retention_days) * 24 * 3600 * 1000;
     loop {
         match store.purge_audit(now_millis() - keep_ms).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, retention_days, "purged old audit records"),
             Err(e) => tracing::warn!(error = %e, "audit retention purge failed"),
+        }
+        match store.purge_usage(now_millis() - usage_keep_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, usage_retention_days, "purged old usage records"),
+            Err(e) => tracing::warn!(error = %e, "usage retention purge failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -53,6 +53,30 @@ pub struct Config {
     /// Signed config snapshots for gateways.
     #[serde(default)]
     pub snapshots: SnapshotsConfig,
+    /// Usage record retention.
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// Usage record settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Records older than this many days are purged (hourly, and at start).
+    #[serde(default = "default_usage_retention")]
+    pub retention_days: u32,
+}
+
+fn default_usage_retention() -> u32 {
+    400
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_usage_retention(),
+        }
+    }
 }
 
 /// Snapshot signing (`snapshots:`).

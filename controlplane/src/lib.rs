@@ -172,6 +172,7 @@ pub async fn run(
     let retention = tokio::spawn(audit::retention_task(
         st.store.clone(),
         st.config.audit.retention_days,
+        st.config.usage.retention_days,
         stop_rx.clone(),
     ));
     let grace = Duration::from_secs(st.config.server.shutdown_grace_secs);

@@ -233,3 +233,70 @@ async fn readiness_fails_when_the_store_goes_away() {
         .unwrap();
     assert_eq!(live.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_stored_idempotently_and_summed_on_postgres() {
+    let db = PgDb::create().await;
+    let store = Store::connect(&Secret::new(db.url.clone()), 2)
+        .await
+        .unwrap();
+    let rec = |id: &str, project: &str, at_ms: i64, input: u64| gateway_schema::UsageRecord {
+        id: id.into(),
+        request_id: format!("req-{id}"),
+        at_ms,
+        org: "acme".into(),
+        project: project.into(),
+        key_id: None,
+        provider: "openai".into(),
+        route: "gpt-*".into(),
+        model: Some("gpt-4o".into()),
+        input_tokens: input,
+        output_tokens: 1,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_pico: Some(u64::from(id.len() as u32)),
+        status: 200,
+        latency_ms: 3,
+        complete: true,
+    };
+    let day = 86_400_000;
+    let batch = vec![
+        rec("a", "web", day, 5),
+        rec("bb", "web", 2 * day, 7),
+        rec("ccc", "api", 2 * day + 1, 9),
+    ];
+    assert_eq!(store.insert_usage(&batch).await.unwrap(), 3);
+    assert_eq!(store.insert_usage(&batch).await.unwrap(), 0);
+    let g = controlplane::store::UsageGrouping {
+        project: true,
+        model: true,
+        day: true,
+    };
+    let rows = store
+        .query_usage("acme", &controlplane::store::UsageFilter::default(), g)
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.project.clone(), r.day, r.input_tokens, r.cost_pico))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("api".into(), 2, 9, 3),
+            ("web".into(), 1, 5, 1),
+            ("web".into(), 2, 7, 2)
+        ]
+    );
+    let total = store
+        .query_usage(
+            "acme",
+            &controlplane::store::UsageFilter::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((total[0].requests, total[0].input_tokens), (3, 21));
+    assert_eq!(store.purge_usage(2 * day).await.unwrap(), 1);
+    store.close().await;
+}

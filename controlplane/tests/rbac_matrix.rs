@@ -343,6 +343,14 @@ fn matrix() -> Vec<Case> {
             GlobalRead,
             200,
         ),
+        case(
+            M::GET,
+            "/api/v1/orgs/{org}/usage",
+            "/api/v1/orgs/acme/usage?group_by=project,day",
+            None,
+            Read,
+            200,
+        ),
     ]
 }
 

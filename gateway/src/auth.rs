@@ -3,7 +3,7 @@
 use pingora::http::RequestHeader;
 
 use crate::proxy::errors::Reject;
-use crate::state::ActiveConfig;
+use crate::state::{ActiveConfig, KeyEntry};
 
 /// The key a client presented, from `Authorization: Bearer`, `x-api-key` or `api-key` (in
 /// that order: what the OpenAI, Anthropic and Azure SDKs send).
@@ -31,6 +31,15 @@ pub fn authenticate(
     req: &RequestHeader,
     now_unix: i64,
 ) -> Result<usize, Reject> {
+    authenticate_entry(cfg, req, now_unix).map(|e| e.project)
+}
+
+/// Authenticates the request; returns the key's entry (project and policy).
+pub fn authenticate_entry<'c>(
+    cfg: &'c ActiveConfig,
+    req: &RequestHeader,
+    now_unix: i64,
+) -> Result<&'c KeyEntry, Reject> {
     let key = presented_key(req).ok_or(Reject::MissingKey)?;
     let entry = cfg.key(key).ok_or(Reject::InvalidKey)?;
     if entry.revoked {
@@ -39,7 +48,7 @@ pub fn authenticate(
     if entry.expires_at.is_some_and(|t| now_unix >= t) {
         return Err(Reject::ExpiredKey);
     }
-    Ok(entry.project)
+    Ok(entry)
 }
 
 #[cfg(test)]

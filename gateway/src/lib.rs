@@ -4,6 +4,7 @@
 //!
 //! Layout: [`config`] (the file) → [`state`] (compiled indexes) → [`live`] (the arc-swap owner,
 //! reloaded by [`reload`]); the hot path is [`proxy`] with [`auth`], [`body`] and [`routing`];
+//! governance is [`governance`] over [`limits`], [`usage`] and [`cost`];
 //! ops are [`admin`], [`metrics`], [`drain`]; [`control_plane`] takes signed snapshots from
 //! the control plane instead of a file; [`server`] wires it together.
 
@@ -12,7 +13,11 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod control_plane;
+pub mod cost;
 pub mod drain;
+pub mod governance;
+pub mod ingest;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod mint;
@@ -23,3 +28,4 @@ pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod usage;

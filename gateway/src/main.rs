@@ -92,6 +92,7 @@ impl ControlPlaneArgs {
             usage_ingest_token: None,
             cache_hits_ingest_token: None,
             guardrail_blocks_ingest_token: None,
+            ingest: Default::default(),
         });
         cp.url = url;
         cp.internal_secret = secret;

@@ -181,6 +181,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for feature modules that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let confirmed = self

@@ -15,6 +15,8 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::GatewayFile;
 use crate::drain::Drainer;
+use crate::governance::Governor;
+use crate::limits::redis::RedisLimiter;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -70,6 +72,43 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let redis = match s
+        .limits
+        .as_ref()
+        .and_then(|l| l.redis_url.as_ref().zip(Some(l)))
+    {
+        Some((url, limits)) => {
+            let url = url.resolve().context("server.limits.redis_url")?;
+            Some(RedisLimiter::new(&url, limits, metrics.registry())?)
+        }
+        None => None,
+    };
+    let has_redis = redis.is_some();
+    let mut gov = Governor::new(metrics.registry(), redis)?;
+    let mut usage_shipper = None;
+    if let Some(cp) = &s.control_plane {
+        if let Some(token) = &cp.usage_ingest_token {
+            let target = crate::ingest::Target {
+                kind: "usage",
+                url: cp
+                    .url
+                    .join("internal/v1/ingest/usage")
+                    .context("control_plane.url")?,
+                secret: cp
+                    .internal_secret
+                    .resolve()
+                    .context("control_plane.internal_secret")?,
+                token: token
+                    .resolve()
+                    .context("control_plane.usage_ingest_token")?,
+            };
+            let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
+            let (queue, shipper) = crate::ingest::channel(target, &cp.ingest, ingest_metrics)?;
+            gov = gov.with_usage_ingest(queue);
+            usage_shipper = Some(shipper);
+        }
+    }
+    let gov = Arc::new(gov);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let draining = Arc::new(AtomicBool::new(false));
     let gateway = Gateway {
@@ -86,6 +125,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             crate::overload::budget::BodyBudget::new(limit, metrics.body_budget_used.clone())
         },
         max_in_flight: Some(s.max_in_flight),
+        gov: gov.clone(),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -150,6 +190,34 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             crate::control_plane::ControlPlaneClient(client),
         ));
     }
+    if let Some(shipper) = usage_shipper {
+        server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
+    }
+    if has_redis {
+        server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
+    }
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
     server.run_forever();
+}
+
+/// Sends token and spend charges to Redis in batches.
+struct ChargeFlusher {
+    gov: Arc<Governor>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ChargeFlusher {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.gov.run_redis_flusher(shutdown).await;
+    }
+}
+
+/// Ships usage records to the control plane.
+struct UsageShipper(crate::ingest::Shipper<gateway_schema::UsageRecord>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for UsageShipper {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
 }

@@ -39,6 +39,8 @@ pub struct KeyEntry {
     pub revoked: bool,
     /// Unix seconds after which the key is rejected.
     pub expires_at: Option<i64>,
+    /// The key's id and rate limits.
+    pub policy: crate::limits::KeyPolicy,
 }
 
 /// A project as the hot path needs it.
@@ -58,6 +60,8 @@ pub struct Project {
     pub max_in_flight: Option<u64>,
     /// Requests in flight now; carried over from the previous config by `org/project`.
     pub in_flight: crate::overload::concurrency::InFlightCounter,
+    /// `org/project`, rate limits and budget.
+    pub policy: crate::limits::ProjectPolicy,
 }
 
 impl Project {
@@ -167,6 +171,8 @@ pub struct ActiveConfig {
     pub providers: Vec<Provider>,
     /// Provider key references that did not resolve (`org/provider: env:NAME`), never values.
     pub unresolved: Vec<String>,
+    /// Model prices: the snapshot's, then the shipped defaults.
+    pub prices: crate::cost::PriceTable,
 }
 
 impl ActiveConfig {
@@ -187,6 +193,7 @@ impl ActiveConfig {
             projects: Vec::new(),
             providers: Vec::new(),
             unresolved: Vec::new(),
+            prices: crate::cost::PriceTable::default(),
         }
     }
 
@@ -200,6 +207,7 @@ impl ActiveConfig {
             generation,
             snapshot_version: snapshot.version,
             max_request_bytes: snapshot.max_request_bytes,
+            prices: crate::cost::PriceTable::new(&snapshot.prices),
             ..Self::empty()
         };
         for view in snapshot.orgs() {
@@ -231,6 +239,7 @@ impl ActiveConfig {
                     max_request_bytes: p.max_request_bytes.unwrap_or(snapshot.max_request_bytes),
                     max_in_flight: p.max_in_flight,
                     in_flight: Default::default(),
+                    policy: crate::limits::ProjectPolicy::new(view.slug, p),
                 });
                 for k in &p.keys {
                     cfg.keys.insert(
@@ -239,6 +248,7 @@ impl ActiveConfig {
                             project: index,
                             revoked: k.revoked,
                             expires_at: k.expires_at,
+                            policy: crate::limits::KeyPolicy::new(k),
                         },
                     );
                 }

@@ -68,3 +68,76 @@ async fn official_openai_and_anthropic_sdks_work_through_the_gateway() {
     }
     assert_eq!(up.count(), 4);
 }
+
+#[tokio::test]
+async fn official_sdks_back_off_on_a_rate_limit_429_and_succeed() {
+    const OA: &str = "gwk_sdk_retry_openai_0000000000000000000000000000000000000000000";
+    const AN: &str = "gwk_sdk_retry_anthropic_000000000000000000000000000000000000000";
+    // The second call of each SDK is refused until the minute ends: start late in a minute so
+    // the SDKs' wait (Retry-After, at most a few seconds here) keeps the test short.
+    loop {
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 60;
+        if (54..58).contains(&s) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let up = MockUpstream::start().await;
+    let projects = format!(
+        "projects:\n  - slug: oa\n    requests_per_minute: 1\n    keys:\n      - digest: \"{}\"\n  - slug: an\n    requests_per_minute: 1\n    keys:\n      - digest: \"{}\"\n",
+        digest(OA),
+        digest(AN)
+    );
+    // The standard providers and routes, with these two projects only.
+    let base = standard_config(up.addr);
+    let snapshot = format!("{}{projects}", &base[..base.find("projects:").unwrap()]);
+    let gw = GatewayProc::start(&snapshot).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_clients.py");
+    let url = gw.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .env("GATEWAY_URL", url)
+            .env("GATEWAY_KEY", "unused")
+            .env("SDK_SCENARIO", "retry")
+            .env("OPENAI_RETRY_KEY", OA)
+            .env("ANTHROPIC_RETRY_KEY", AN)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "openai_first",
+        "openai_retried",
+        "anthropic_first",
+        "anthropic_retried",
+    ] {
+        assert_eq!(v[k], "Hello from mock", "{k}: {v}");
+    }
+    // Each retried call was refused at least once, then went through: 4 upstream calls.
+    let metrics = gw.metrics().await;
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("gateway_limit_rejections_total") && l.contains("kind=\"requests\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused >= 2.0, "{metrics}");
+    assert_eq!(up.count(), 4);
+}

@@ -11,6 +11,29 @@ base = os.environ["GATEWAY_URL"]
 key = os.environ["GATEWAY_KEY"]
 out = {}
 
+if os.environ.get("SDK_SCENARIO") == "retry":
+    # Two keys, each in a project allowing 1 request per minute: the first call of each is
+    # admitted, the second gets 429 and the SDK (default retries) waits and succeeds.
+    import threading
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=os.environ["OPENAI_RETRY_KEY"], max_retries=2)
+    an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=os.environ["ANTHROPIC_RETRY_KEY"], max_retries=2)
+    def oa_call():
+        return oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
+    def an_call():
+        return an.messages.create(model="claude-3-5-haiku-latest", max_tokens=8, messages=[{"role": "user", "content": "hi"}]).content[0].text
+    out["openai_first"] = oa_call()
+    out["anthropic_first"] = an_call()
+    results = {}
+    threads = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f()))
+               for n, f in (("openai_retried", oa_call), ("anthropic_retried", an_call))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.update(results)
+    json.dump(out, sys.stdout)
+    sys.exit(0)
+
 oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
 r = oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 out["openai_text"] = r.choices[0].message.content

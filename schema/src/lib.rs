@@ -11,6 +11,7 @@ pub mod secret;
 pub mod signed;
 pub mod slug;
 pub mod snapshot;
+pub mod usage;
 mod validate;
 
 pub use key::{KeyDigest, MintedKey};
@@ -21,4 +22,5 @@ pub use snapshot::{
     EndpointFamily, KeySpec, ModelPattern, OrgSpec, OrgView, PriceSpec, ProjectSpec, ProviderKind,
     ProviderSpec, RouteSpec, Snapshot, DEFAULT_MAX_REQUEST_BYTES, IMPLICIT_ORG,
 };
+pub use usage::{UsageBatch, UsageRecord};
 pub use validate::{SchemaError, ValidationErrors, MAX_REQUEST_BYTES_LIMIT};

@@ -11,6 +11,7 @@ pub mod projects;
 pub mod providers;
 pub mod routes;
 pub mod snapshots;
+pub mod usage;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -111,7 +112,7 @@ pub(crate) use list_type;
 #[openapi(
     info(
         title = "AI gateway control plane",
-        description = "Configuration API: orgs, projects, providers, routes, policies, virtual keys and the audit log."
+        description = "Configuration API: orgs, projects, providers, routes, policies, virtual keys, usage and the audit log."
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -168,6 +169,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(audit::query_audit))
         .routes(routes!(gateways::list_gateways))
+        .routes(routes!(usage::get_usage))
         .split_for_parts()
 }
 

@@ -3,11 +3,15 @@
 //! Parsed once at the edge into typed values ([`GatewayFile`]); everything the hot path needs
 //! is then compiled into an [`crate::state::ActiveConfig`] off the hot path.
 
+mod ingest;
+mod limits;
 mod server;
 
 use std::path::{Path, PathBuf};
 
 use gateway_schema::{Snapshot, ValidationErrors};
+pub use ingest::IngestSettings;
+pub use limits::{FailureMode, LimitsSettings};
 pub use server::{ControlPlaneSettings, ServerSettings, TlsSettings};
 
 /// Why a config file was refused. Each message names the file and the field.

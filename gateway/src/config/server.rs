@@ -69,6 +69,9 @@ pub struct ServerSettings {
     /// Take snapshots from a control plane instead of this file's snapshot section.
     #[serde(default)]
     pub control_plane: Option<ControlPlaneSettings>,
+    /// Where rate limits and spend are counted (Redis shares them between replicas).
+    #[serde(default)]
+    pub limits: Option<super::LimitsSettings>,
 }
 
 fn default_max_in_flight() -> u64 {
@@ -112,6 +115,9 @@ pub struct ControlPlaneSettings {
     /// Token for `POST /internal/v1/ingest/guardrail-blocks`.
     #[serde(default)]
     pub guardrail_blocks_ingest_token: Option<SecretRef>,
+    /// Batching and spooling of ingested records.
+    #[serde(default)]
+    pub ingest: super::IngestSettings,
 }
 
 /// PEM certificate chain and private key.
@@ -139,6 +145,7 @@ impl Default for ServerSettings {
             control_plane: None,
             body_memory_budget_bytes: None,
             max_in_flight: default_max_in_flight(),
+            limits: None,
         }
     }
 }
@@ -180,6 +187,12 @@ impl ServerSettings {
         }
         if self.max_in_flight == 0 {
             return Err(("max_in_flight".into(), "must be at least 1".into()));
+        }
+        if let Some(limits) = &self.limits {
+            limits.validate()?;
+        }
+        if let Some(cp) = &self.control_plane {
+            cp.ingest.validate()?;
         }
         if let Some(tls) = &self.tls {
             for (field, p) in [

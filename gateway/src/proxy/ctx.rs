@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pub body_reservation: Option<crate::overload::budget::Reservation>,
     /// This request's in-flight slot in its project (released when the context drops).
     pub project_slot: Option<crate::overload::concurrency::Slot>,
+    /// Limits, budget and usage metering of an admitted request.
+    pub gov: Option<crate::governance::RequestGov>,
     _in_flight: InFlight,
 }
 
@@ -94,6 +96,7 @@ impl RequestCtx {
             reject: None,
             body_reservation: None,
             project_slot: None,
+            gov: None,
             _in_flight: in_flight,
         }
     }

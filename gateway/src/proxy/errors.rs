@@ -5,6 +5,9 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::cost::BudgetExceeded;
+use crate::limits::{Kind, RateLimited, Scope};
+
 /// A request the gateway answers itself instead of proxying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
@@ -48,6 +51,12 @@ pub enum Reject {
     ConcurrencyLimit,
     /// No snapshot has been loaded yet (control-plane mode, first start, control plane down).
     NoSnapshot,
+    /// A request or token limit of the key or project (429, `Retry-After`).
+    RateLimited(Box<RateLimited>),
+    /// The project's monthly budget is spent (429, `x-should-retry: false`).
+    BudgetExceeded(Box<BudgetExceeded>),
+    /// The shared (Redis) limiter is unavailable and fails closed.
+    LimiterUnavailable,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -62,10 +71,14 @@ impl Reject {
             Self::BodyTimeout => 408,
             Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
             Self::ModelNotAllowed => 403,
-            Self::ProviderKeyMissing | Self::NoSnapshot | Self::Overloaded => 503,
+            Self::ProviderKeyMissing
+            | Self::NoSnapshot
+            | Self::Overloaded
+            | Self::LimiterUnavailable => 503,
             Self::ConcurrencyLimit => 429,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
+            Self::RateLimited(_) | Self::BudgetExceeded(_) => 429,
             Self::Internal => 500,
         }
     }
@@ -93,11 +106,19 @@ impl Reject {
             Self::NoSnapshot => "config_not_loaded",
             Self::Overloaded => "overloaded",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::Internal => "internal_error",
         }
     }
 
     fn error_type(&self) -> &'static str {
+        match self {
+            Self::RateLimited(r) => return r.kind.as_str(),
+            Self::BudgetExceeded(_) => return "insufficient_quota",
+            _ => {}
+        }
         match self.status() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -132,15 +153,30 @@ impl Reject {
             Self::Overloaded => "The gateway is overloaded (request-body memory is exhausted); retry shortly.".into(),
             Self::ConcurrencyLimit => "Too many concurrent requests for this project or gateway; retry when one has finished.".into(),
             Self::NoSnapshot => "The gateway has not received its configuration yet; retry shortly.".into(),
+            Self::RateLimited(r) => {
+                let scope = match r.scope {
+                    Scope::Key => "this API key",
+                    Scope::Project => "this project",
+                };
+                let kind = match r.kind {
+                    Kind::Requests => "requests",
+                    Kind::Tokens => "tokens",
+                };
+                format!(
+                    "Rate limit reached for {scope}: {} {kind} per minute. Retry after {}s.",
+                    r.limit,
+                    r.retry_after_ms.div_ceil(1000).max(1)
+                )
+            }
+            Self::BudgetExceeded(b) => format!(
+                "The monthly budget of project {} ({}.{:02} in the price table's currency) is spent; it resets at {} (start of the next calendar month, UTC).",
+                b.project,
+                b.budget_cents / 100,
+                b.budget_cents % 100,
+                b.resets_at
+            ),
+            Self::LimiterUnavailable => "The rate limiter is unavailable; retry shortly.".into(),
             Self::Internal => "Internal gateway error.".into(),
-        }
-    }
-
-    /// Seconds a client should wait before retrying, for refusals that pass.
-    pub fn retry_after(&self) -> Option<u64> {
-        match self {
-            Self::Overloaded | Self::ConcurrencyLimit | Self::NoSnapshot => Some(1),
-            _ => None,
         }
     }
 
@@ -158,6 +194,34 @@ impl Reject {
     }
 }
 
+impl Reject {
+    /// Headers a refusal carries besides the body: `Retry-After` (and `retry-after-ms`, which
+    /// the OpenAI and Anthropic SDKs prefer) and `x-ratelimit-*` on a rate limit;
+    /// `x-should-retry: false` on a spent budget so SDKs do not retry in a loop.
+    pub fn add_headers(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
+        match self {
+            Self::RateLimited(r) => {
+                let ms = r.retry_after_ms.max(1);
+                h.insert_header("retry-after", ms.div_ceil(1000).to_string())?;
+                h.insert_header("retry-after-ms", ms.to_string())?;
+                r.headers.apply(h)?;
+            }
+            Self::LimiterUnavailable => {
+                h.insert_header("retry-after", "1")?;
+            }
+            Self::BudgetExceeded(b) => {
+                h.insert_header("retry-after", b.retry_after_secs.to_string())?;
+                h.insert_header("x-should-retry", "false")?;
+            }
+            Self::Overloaded | Self::ConcurrencyLimit | Self::NoSnapshot => {
+                h.insert_header("retry-after", "1")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Writes `reject` as the response. `close` asks for the connection to be closed afterwards
 /// (an unread request body makes the connection unsafe to reuse).
 pub async fn write_reject(
@@ -167,13 +231,11 @@ pub async fn write_reject(
     close: bool,
 ) -> pingora::Result<()> {
     let body = reject.body();
-    let mut header = ResponseHeader::build(reject.status(), Some(4))?;
+    let mut header = ResponseHeader::build(reject.status(), Some(12))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("x-request-id", request_id)?;
-    if let Some(secs) = reject.retry_after() {
-        header.insert_header("retry-after", secs.to_string())?;
-    }
+    reject.add_headers(&mut header)?;
     if close {
         session.set_keepalive(None);
         header.insert_header("connection", "close")?;

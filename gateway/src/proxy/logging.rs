@@ -31,6 +31,24 @@ pub fn log_request(
     let elapsed = ctx.started.elapsed();
     let upstream = ctx.upstream_started.map(|t| t.elapsed());
 
+    let now_ms = crate::limits::now_ms();
+    let settled = match (ctx.gov.as_mut(), cfg) {
+        (Some(gov), Some(c)) => gw.gov.settle(gov, &c.prices, provider, model, now_ms),
+        _ => Default::default(),
+    };
+    if let (Some(gov), Some(_)) = (ctx.gov.as_ref(), ctx.provider) {
+        let facts = crate::governance::RequestFacts {
+            request_id: &ctx.request_id,
+            provider,
+            route: model,
+            status,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            now_ms,
+        };
+        gw.gov.report(gov, &settled, facts);
+    }
+    let usage = settled.usage;
+
     let m = &gw.metrics;
     let status_label = status_text(status);
     m.requests
@@ -64,6 +82,12 @@ pub fn log_request(
         request_bytes = ctx.request_bytes,
         response_bytes = ctx.response_bytes,
         code = ctx.reject.as_ref().map(|r| r.code()),
+        input_tokens = usage.map(|u| u.input),
+        output_tokens = usage.map(|u| u.output),
+        cache_read_tokens = usage.map(|u| u.cache_read),
+        cache_write_tokens = usage.map(|u| u.cache_write),
+        cost_pico = settled.cost_pico,
+        complete = settled.metered.then_some(settled.complete),
         error = e.map(|e| e.etype().as_str()),
     );
 }

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub body_budget: crate::overload::budget::BodyBudget,
     /// Most requests in flight on this gateway (`None`: no cap).
     pub max_in_flight: Option<u64>,
+    /// Rate limits, budgets and usage counting.
+    pub gov: Arc<crate::governance::Governor>,
 }
 
 #[async_trait]
@@ -100,10 +102,10 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        response::response_body_filter(body, ctx);
+        response::response_body_filter(body, end_of_stream, ctx);
         Ok(None)
     }
 

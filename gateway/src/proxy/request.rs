@@ -73,12 +73,18 @@ async fn admit(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let project_idx = auth::authenticate(cfg, session.req_header(), now)?;
+    let key = auth::authenticate_entry(cfg, session.req_header(), now)?;
+    let project_idx = key.project;
     ctx.project = Some(project_idx);
     let project = &cfg.projects[project_idx];
     let org = &cfg.orgs[project.org];
-
+    // The in-flight cap first: a request it refuses takes nothing from the rate limits.
     admit_in_flight(gw, cfg, project_idx, ctx)?;
+    let now_ms = crate::limits::now_ms();
+    let gov = ctx
+        .gov
+        .insert(gw.gov.admit(&project.policy, &key.policy, now_ms).await?);
+
     let mut reservation = gw.body_budget.reservation();
     let read = body::read_capped(
         session,
@@ -123,6 +129,8 @@ async fn admit(
             ctx.provider = Some(route.provider);
             ctx.model_label = Some(route.label.clone());
             ctx.upstream_path = Some(routing::upstream_path(&provider.base_path, path, query));
+            let sent_model = route.upstream_model.as_deref().unwrap_or(&model);
+            gov.plan(provider.kind, path, &mut ctx.body, Some(sent_model));
         }
         Surface::Native { rest_start } => {
             let idx = routing::native_provider(org, path, rest_start)?;
@@ -141,6 +149,7 @@ async fn admit(
                 }
             }
             ctx.body = body.filter(|b| !b.is_empty());
+            gov.plan(provider.kind, &path[rest_start..], &mut ctx.body, None);
             ctx.provider = Some(idx);
             ctx.model_label = Some(Arc::from("native"));
             ctx.upstream_path = Some(routing::upstream_path(

@@ -19,12 +19,18 @@ pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingo
         }
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(gov) = ctx.gov.as_mut() {
+        gov.on_response_head(resp)?;
+    }
     Ok(())
 }
 
-/// Counts response bytes. Chunks pass through untouched: SSE events reach the client as the
-/// provider sends them.
-pub fn response_body_filter(body: &mut Option<Bytes>, ctx: &mut RequestCtx) {
+/// Counts usage and response bytes. Chunks pass through as the provider sends them (minus
+/// the usage-only chunk the gateway asked for on the client's behalf).
+pub fn response_body_filter(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+    if let Some(gov) = ctx.gov.as_mut() {
+        gov.on_response_body(body, end_of_stream);
+    }
     if let Some(b) = body {
         ctx.response_bytes += b.len();
     }

@@ -11,6 +11,7 @@ use controlplane::config::Config;
 use serde_json::{json, Value};
 
 pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789";
+pub const USAGE_INGEST_TOKEN: &str = "test-usage-ingest-token-0123456789";
 
 /// Files shared by a control plane and its gateways.
 #[derive(Clone)]
@@ -19,6 +20,7 @@ pub struct Secrets {
     pub secret_file: PathBuf,
     pub key_file: PathBuf,
     pub pub_file: PathBuf,
+    pub usage_token_file: PathBuf,
 }
 
 impl Secrets {
@@ -31,11 +33,14 @@ impl Secrets {
         let secret_file = dir.join("internal-secret");
         std::fs::write(&secret_file, format!("{INTERNAL_SECRET}\n")).unwrap();
         let (key_file, pub_file) = controlplane::keygen::write_pair(&dir.join("signing")).unwrap();
+        let usage_token_file = dir.join("usage-ingest-token");
+        std::fs::write(&usage_token_file, USAGE_INGEST_TOKEN).unwrap();
         Self {
             dir,
             secret_file,
             key_file,
             pub_file,
+            usage_token_file,
         }
     }
 
@@ -98,11 +103,13 @@ guards:
   rate_limit_per_second: 100000
 internal:
   secret: "file:{secret}"
+  usage_ingest_token: "file:{usage}"
 snapshots:
   signing_key: "file:{key}"
 "#,
         secret = secrets.secret_file.display(),
         key = secrets.key_file.display(),
+        usage = secrets.usage_token_file.display(),
     );
     let cfg: Config = serde_yaml_ng::from_str(&yaml).unwrap();
     cfg.validate().unwrap();

@@ -64,24 +64,112 @@ fn header_ms(h: &HeaderMap, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// How the mock shapes a response, from the request's `x-mock-*` headers.
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    /// Gzip the body (`x-mock-gzip: 1`), as a server that ignores `accept-encoding` would.
+    gzip: bool,
+    /// Break the connection after this many SSE events (`x-mock-cut-after`).
+    cut_after: Option<usize>,
+}
+
 /// Streams `events` with `delay` between them.
-fn sse(events: Vec<String>, delay: Duration) -> Response {
+fn sse(events: Vec<String>, delay: Duration, shape: Shape) -> Response {
+    let builder = Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache");
+    if shape.gzip {
+        let whole: String = events.concat();
+        return builder
+            .header("content-encoding", "gzip")
+            .body(Body::from(gzip(whole.as_bytes())))
+            .unwrap();
+    }
+    let cut = shape.cut_after.unwrap_or(usize::MAX);
     let stream = futures_util::stream::unfold(
-        (events.into_iter(), true),
+        (events.into_iter().enumerate(), true),
         move |(mut it, first)| async move {
-            let next = it.next()?;
+            let (i, next) = it.next()?;
             if !first {
                 tokio::time::sleep(delay).await;
+            }
+            if i >= cut {
+                return Some((
+                    Err(std::io::Error::other("mock: connection cut")),
+                    (it, false),
+                ));
             }
             Some((Ok::<Bytes, std::io::Error>(Bytes::from(next)), (it, false)))
         },
     );
+    builder.body(Body::from_stream(stream)).unwrap()
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn json_shaped(status: u16, v: serde_json::Value, shape: Shape) -> Response {
+    if !shape.gzip {
+        return json(status, v);
+    }
     Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gzip(v.to_string().as_bytes())))
         .unwrap()
+}
+
+/// Token counts the mock reports: `x-mock-input-tokens` (default 5), `x-mock-output-tokens`
+/// (default 4), `x-mock-cached-tokens`, `x-mock-cache-write-tokens` (default 0).
+#[derive(Clone, Copy)]
+struct Tokens {
+    input: u64,
+    output: u64,
+    cached: u64,
+    cache_write: u64,
+}
+
+impl Tokens {
+    fn of(h: &HeaderMap) -> Self {
+        let n = |name: &str, default: u64| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            input: n("x-mock-input-tokens", 5),
+            output: n("x-mock-output-tokens", 4),
+            cached: n("x-mock-cached-tokens", 0),
+            cache_write: n("x-mock-cache-write-tokens", 0),
+        }
+    }
+
+    /// OpenAI's chat/completions/embeddings usage (`prompt_tokens` includes cached ones).
+    fn openai(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.input + self.cached,
+            "completion_tokens": self.output,
+            "total_tokens": self.input + self.cached + self.output,
+            "prompt_tokens_details": {"cached_tokens": self.cached}
+        })
+    }
+
+    /// Anthropic's usage (`input_tokens` excludes the cache).
+    fn anthropic(&self, output: u64) -> serde_json::Value {
+        serde_json::json!({
+            "input_tokens": self.input,
+            "cache_read_input_tokens": self.cached,
+            "cache_creation_input_tokens": self.cache_write,
+            "output_tokens": output
+        })
+    }
 }
 
 fn json(status: u16, v: serde_json::Value) -> Response {
@@ -118,6 +206,18 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request) -> Response {
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let model = req_json["model"].as_str().unwrap_or("unknown").to_owned();
     let stream = req_json["stream"].as_bool().unwrap_or(false);
+    let include_usage = req_json["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let tokens = Tokens::of(&parts.headers);
+    let shape = Shape {
+        gzip: parts.headers.contains_key("x-mock-gzip"),
+        cut_after: parts
+            .headers
+            .get("x-mock-cut-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
     if let Some(status) = parts
         .headers
         .get("x-mock-status")
@@ -131,33 +231,77 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request) -> Response {
     }
     if path.ends_with("/chat/completions") {
         if stream {
+            // OpenAI's shape: usage only when asked, in a last chunk with `choices: []`.
+            let chunk = |choices: serde_json::Value, usage: Option<serde_json::Value>| {
+                let mut c = serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,"choices":choices});
+                if include_usage {
+                    c["usage"] = usage.unwrap_or(serde_json::Value::Null);
+                }
+                format!("data: {c}\n\n")
+            };
             let mut events: Vec<String> = ["Hel", "lo", " from", " mock"]
                 .iter()
                 .map(|t| {
-                    format!(
-                        "data: {}\n\n",
-                        serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
-                            "choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]})
+                    chunk(
+                        serde_json::json!([{"index":0,"delta":{"content":t},"finish_reason":null}]),
+                        None,
                     )
                 })
                 .collect();
-            events.push(format!(
-                "data: {}\n\n",
-                serde_json::json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,
-                    "choices":[{"index":0,"delta":{},"finish_reason":"stop"}],
-                    "usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})
+            events.push(chunk(
+                serde_json::json!([{"index":0,"delta":{},"finish_reason":"stop"}]),
+                None,
             ));
+            if include_usage {
+                events.push(chunk(serde_json::json!([]), Some(tokens.openai())));
+            }
             events.push("data: [DONE]\n\n".into());
-            return sse(events, delay);
+            return sse(events, delay, shape);
         }
-        return json(
+        return json_shaped(
             200,
             serde_json::json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from mock"}, "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+                "usage": tokens.openai()
             }),
+            shape,
         );
+    }
+    if path.ends_with("/embeddings") {
+        return json_shaped(
+            200,
+            serde_json::json!({"object": "list", "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "usage": {"prompt_tokens": tokens.input, "total_tokens": tokens.input}}),
+            shape,
+        );
+    }
+    if path.ends_with("/responses") {
+        let usage = serde_json::json!({"input_tokens": tokens.input + tokens.cached,
+            "input_tokens_details": {"cached_tokens": tokens.cached},
+            "output_tokens": tokens.output, "total_tokens": tokens.input + tokens.cached + tokens.output});
+        let response = serde_json::json!({"id": "resp_mock", "object": "response", "model": model,
+            "status": "completed", "output": [], "usage": usage});
+        if stream {
+            let ev = |name: &str, v: serde_json::Value| format!("event: {name}\ndata: {v}\n\n");
+            let events = vec![
+                ev(
+                    "response.created",
+                    serde_json::json!({"type":"response.created","response":{"id":"resp_mock","model":model,"usage":null}}),
+                ),
+                ev(
+                    "response.output_text.delta",
+                    serde_json::json!({"type":"response.output_text.delta","delta":"Hello"}),
+                ),
+                ev(
+                    "response.completed",
+                    serde_json::json!({"type":"response.completed","response":response}),
+                ),
+            ];
+            return sse(events, delay, shape);
+        }
+        return json_shaped(200, response, shape);
     }
     if path.ends_with("/v1/messages") {
         if stream {
@@ -165,7 +309,7 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request) -> Response {
             let mut events = vec![
                 ev(
                     "message_start",
-                    serde_json::json!({"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
+                    serde_json::json!({"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":tokens.anthropic(1)}}),
                 ),
                 ev(
                     "content_block_start",
@@ -179,21 +323,22 @@ async fn handle(seen: Arc<Mutex<Vec<Seen>>>, req: Request) -> Response {
                 "content_block_stop",
                 serde_json::json!({"type":"content_block_stop","index":0}),
             ));
-            events.push(ev("message_delta", serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4}})));
+            events.push(ev("message_delta", serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":tokens.output}})));
             events.push(ev(
                 "message_stop",
                 serde_json::json!({"type":"message_stop"}),
             ));
-            return sse(events, delay);
+            return sse(events, delay, shape);
         }
-        return json(
+        return json_shaped(
             200,
             serde_json::json!({
                 "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": "Hello from mock"}],
                 "stop_reason": "end_turn", "stop_sequence": null,
-                "usage": {"input_tokens": 5, "output_tokens": 4}
+                "usage": tokens.anthropic(tokens.output)
             }),
+            shape,
         );
     }
     json(

@@ -1,0 +1,74 @@
+//! OpenAI-style rate-limit headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+
+use pingora::http::ResponseHeader;
+
+/// One limit as a client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trio {
+    /// The limit per minute.
+    pub limit: u64,
+    /// What is left of it in this minute.
+    pub remaining: u64,
+    /// Milliseconds until the window resets.
+    pub reset_ms: u64,
+}
+
+/// The headers of one response: the binding (least remaining) limit of each kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    /// Requests per minute.
+    pub requests: Option<Trio>,
+    /// Tokens per minute.
+    pub tokens: Option<Trio>,
+}
+
+impl RateHeaders {
+    /// Keeps whichever of the two has less remaining.
+    pub fn tighter(a: Option<Trio>, b: Trio) -> Option<Trio> {
+        Some(match a {
+            Some(a) if a.remaining <= b.remaining => a,
+            _ => b,
+        })
+    }
+
+    /// Adds the headers to a response head.
+    pub fn apply(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
+        for (kind, trio) in [("requests", self.requests), ("tokens", self.tokens)] {
+            if let Some(t) = trio {
+                h.insert_header(format!("x-ratelimit-limit-{kind}"), t.limit.to_string())?;
+                h.insert_header(
+                    format!("x-ratelimit-remaining-{kind}"),
+                    t.remaining.to_string(),
+                )?;
+                h.insert_header(format!("x-ratelimit-reset-{kind}"), reset_text(t.reset_ms))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A duration in OpenAI's header style: `250ms`, `17s`, `1m0s`.
+pub fn reset_text(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        let secs = ms.div_ceil(1000);
+        if secs < 60 {
+            format!("{secs}s")
+        } else {
+            format!("{}m{}s", secs / 60, secs % 60)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_is_written_like_openai() {
+        assert_eq!(reset_text(250), "250ms");
+        assert_eq!(reset_text(16_200), "17s");
+        assert_eq!(reset_text(60_000), "1m0s");
+    }
+}

@@ -1,0 +1,78 @@
+//! Asking an OpenAI-style stream for its usage: a chat or text completion stream reports
+//! usage only when `stream_options.include_usage` is true. When the client did not ask, the
+//! gateway asks for it and removes the extra usage-only chunk from what the client sees, so
+//! code that reads `chunk.choices[0]` keeps working.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct StreamFields {
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Whether the path is an OpenAI endpoint whose streams report usage only on request.
+pub fn needs_usage_option(path: &str) -> bool {
+    let p = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+    p.ends_with("/chat/completions") || p.ends_with("/v1/completions")
+}
+
+/// For a streamed request that did not ask for usage: the body with
+/// `stream_options.include_usage: true` added (other stream options kept). `None` when the
+/// body is not a stream, already asks, or is not a JSON object.
+pub fn with_usage_option(body: &[u8]) -> Option<Bytes> {
+    let fields: StreamFields = serde_json::from_slice(body).ok()?;
+    if fields.stream != Some(true)
+        || fields.stream_options.and_then(|o| o.include_usage) == Some(true)
+    {
+        return None;
+    }
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    let options = value
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !options.is_object() {
+        *options = serde_json::Value::Object(Default::default());
+    }
+    if let Some(o) = options.as_object_mut() {
+        o.insert("include_usage".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_include_usage_only_to_streams_that_did_not_ask() {
+        let out = with_usage_option(br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"x": 1, "include_usage": true})
+        );
+        assert_eq!(v["model"], "m");
+        assert!(with_usage_option(br#"{"model":"m","stream":false}"#).is_none());
+        assert!(with_usage_option(br#"{"model":"m"}"#).is_none());
+        assert!(
+            with_usage_option(br#"{"stream":true,"stream_options":{"include_usage":true}}"#)
+                .is_none()
+        );
+        assert!(with_usage_option(b"[]").is_none());
+        assert!(needs_usage_option("/v1/chat/completions"));
+        assert!(needs_usage_option("/openai/v1/completions"));
+        assert!(!needs_usage_option("/v1/embeddings"));
+    }
+}
