@@ -614,3 +614,92 @@ projects:
         (400, Some("missing_model"))
     );
 }
+
+/// A `server:` section line pointing the gateway at a Redis URL kept in a file.
+fn redis_server_extra(name: &str, url: &str) -> String {
+    let path = std::env::temp_dir().join(format!("gw-redis-url-{}-{name}", std::process::id()));
+    std::fs::write(&path, url).unwrap();
+    format!("  redis_url: \"file:{}\"\n", path.display())
+}
+
+#[tokio::test]
+async fn ownership_is_shared_between_gateways_through_redis() {
+    let up = StatefulUpstream::start().await;
+    let extra = redis_server_extra("shared", "redis://127.0.0.1:6379");
+    let gw1 = GatewayProc::start_with(&config(up.addr), &extra).await;
+    let gw2 = GatewayProc::start_with(&config(up.addr), &extra).await;
+
+    let (status, file) = upload_file(&gw1, "/v1/files", ALPHA_KEY, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+
+    // The creator reaches it through the other gateway (once the record has landed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = send(&gw2, "GET", &format!("/v1/files/{id}"), ALPHA_KEY, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never reached gateway 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, list) = send(&gw2, "GET", "/v1/files", ALPHA_KEY, None).await;
+    assert_eq!(ids(&list), std::slice::from_ref(&id));
+
+    // Another project cannot, on either gateway.
+    for gw in [&gw1, &gw2] {
+        let (status, v) = send(gw, "GET", &format!("/v1/files/{id}"), BETA_KEY, None).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("object_not_found"))
+        );
+        let (_, list) = send(gw, "GET", "/v1/files", BETA_KEY, None).await;
+        assert_eq!(ids(&list), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_closed() {
+    let up = StatefulUpstream::start().await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = redis_server_extra("down", &format!("redis://127.0.0.1:{port}"));
+    let gw = GatewayProc::start_with(&config(up.addr), &extra).await;
+
+    // Creating works and the creator can use the object on this gateway (kept locally)...
+    let (status, file) = upload_file(&gw, "/v1/files", ALPHA_KEY, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&gw, "GET", &format!("/v1/files/{id}"), ALPHA_KEY, None).await;
+    assert_eq!(status, 200);
+    // ...but what the gateway cannot check is refused, never forwarded.
+    let before = up.count();
+    let (status, v) = send(&gw, "GET", "/v1/files/file-unknown", BETA_KEY, None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("ownership_unavailable"))
+    );
+    let (status, v) = send(&gw, "GET", "/v1/files", ALPHA_KEY, None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("ownership_unavailable"))
+    );
+    assert_eq!(up.count(), before);
+    // Inference does not depend on Redis.
+    let (status, _) = send(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        ALPHA_KEY,
+        Some(&chat_body("gpt-4o", false)),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

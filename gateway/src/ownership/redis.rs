@@ -7,7 +7,9 @@
 //!
 //! Redis I/O runs on a runtime of its own (one thread), away from the proxy's workers; the
 //! connection is made lazily and remade after a failure, so a Redis that is down at start
-//! delays nothing. Lookups fail closed: when Redis does not answer within the timeout, a
+//! delays nothing. A record is written just after the creating response has been sent (the
+//! response filter cannot wait), so an id unknown to Redis is looked up once more after
+//! [`RECORD_GRACE`] before the request is refused. Lookups fail closed: when Redis does not answer within the timeout, a
 //! request naming an object this gateway has not seen gets 503 `ownership_unavailable`,
 //! never another tenant's object. A record that cannot be written is logged and kept locally.
 
@@ -23,6 +25,9 @@ use super::memory::MemoryOwnership;
 use super::{OwnershipError, OwnershipStore};
 
 const PREFIX: &str = "aigw:own:";
+
+/// How long an unknown id is given to appear (a record in flight from another gateway).
+const RECORD_GRACE: Duration = Duration::from_millis(50);
 
 /// Records ids for one owner, keeping the first owner of each.
 const RECORD: &str = r#"
@@ -157,12 +162,20 @@ impl OwnershipStore for RedisOwnership {
             return Ok(&*o == owner);
         }
         let key = object_key(account, id);
-        let found: Option<String> = self
-            .run(|s| async move {
+        let get = || {
+            let key = key.clone();
+            self.run(|s| async move {
                 let mut conn = s.conn().await?;
                 redis::cmd("GET").arg(&key).query_async(&mut conn).await
             })
-            .await?;
+        };
+        let mut found: Option<String> = get().await?;
+        if found.is_none() {
+            // The creating gateway writes its record just after the response leaves it; a
+            // client that got the id and asks another gateway at once may be that fast.
+            tokio::time::sleep(RECORD_GRACE).await;
+            found = get().await?;
+        }
         Ok(match found {
             Some(o) => {
                 self.local.insert(account, &o, &[id.to_owned()]);
