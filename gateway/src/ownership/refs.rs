@@ -70,9 +70,14 @@ fn push(ids: &mut Vec<String>, id: &str) {
 fn walk(v: &Value, ids: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
+            // An Anthropic tool call's `input` holds the model's arguments, not references.
+            let tool_use = map
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("tool_use"));
             for (k, v) in map {
                 let k = k.as_str();
-                if k == "metadata" {
+                if k == "metadata" || (tool_use && k == "input") {
                     continue; // free-form user data, not references
                 }
                 if ONE.contains(&k) {
@@ -154,6 +159,7 @@ mod tests {
     #[test]
     fn metadata_and_schemas_are_not_references() {
         assert!(ids(r#"{"metadata":{"file_id":"mine"}}"#).is_empty());
+        assert!(ids(r#"{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{"file_id":"report-7"}}]}]}"#).is_empty());
         assert!(ids(r#"{"tools":[{"type":"function","function":{"parameters":{"properties":{"file_id":{"type":"string"}}}}}]}"#).is_empty());
     }
 
