@@ -38,7 +38,8 @@ impl Parties {
 }
 
 /// Checks one request. `path` is what the provider will see (without the query); `json` the
-/// request body when it is JSON.
+/// request body unless it is a multipart form (any other body is scanned as JSON: some
+/// servers parse JSON whatever the content type says).
 pub async fn check(
     store: &Arc<dyn OwnershipStore>,
     who: Parties,
@@ -48,7 +49,7 @@ pub async fn check(
     json: Option<&[u8]>,
 ) -> Result<Option<Box<Tracker>>, Reject> {
     let endpoint = endpoints::classify(who.kind, method, path, enabled)?;
-    let body = json.map(refs::scan).unwrap_or_default();
+    let body = json.map(refs::scan).transpose()?.unwrap_or_default();
 
     let mut mode = match endpoint.effect {
         Effect::Inference => None,

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod body_model;
 pub mod config;
 pub mod control_plane;
 pub mod cost;

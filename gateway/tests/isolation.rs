@@ -278,6 +278,67 @@ async fn project_b_cannot_list_read_use_or_delete_project_a_objects() {
 }
 
 #[tokio::test]
+async fn every_object_a_body_names_is_checked_however_it_is_spelled() {
+    let up = StatefulUpstream::start().await;
+    let gw = GatewayProc::start(&config(up.addr)).await;
+    let (_, theirs) = upload_file(&gw, "/v1/files", ALPHA_KEY, b"{}\n").await;
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+    let (_, mine) = upload_file(&gw, "/v1/files", BETA_KEY, b"{}\n").await;
+    let mine = mine["id"].as_str().unwrap().to_owned();
+    let batch = |first: &str, second: Option<&str>| {
+        let mut body = format!(
+            r#"{{"endpoint":"/v1/chat/completions","completion_window":"24h","input_file_id":"{first}""#
+        );
+        if let Some(s) = second {
+            body.push_str(&format!(r#","input_file_id":"{s}""#));
+        }
+        body.push('}');
+        client()
+            .post(gw.url("/v1/batches"))
+            .bearer_auth(BETA_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let before = up.count();
+    // A duplicated key: whichever value the provider reads, both must be the project's.
+    let resp = batch(&mine, Some(&theirs)).await.unwrap();
+    assert_eq!(error_code(resp).await, (404, "object_not_found".into()));
+    // An escaped key is the same key.
+    let escaped = format!(
+        r#"{{"endpoint":"/v1/chat/completions","completion_window":"24h","input\u005ffile_id":"{theirs}"}}"#
+    );
+    let resp = client()
+        .post(gw.url("/v1/batches"))
+        .bearer_auth(BETA_KEY)
+        .header("content-type", "application/json")
+        .body(escaped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (404, "object_not_found".into()));
+    // Too deep to check is refused, not forwarded.
+    let deep = format!(
+        r#"{{"model":"gpt-4o","messages":[],"x":{}{{"file_id":"{theirs}"}}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let resp = client()
+        .post(gw.url("/openai/v1/chat/completions"))
+        .bearer_auth(BETA_KEY)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await, (400, "invalid_json".into()));
+    assert_eq!(up.count(), before);
+    // The project's own file alone passes.
+    let resp = batch(&mine, None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn a_streamed_stored_response_is_owned_by_its_creator() {
     let up = StatefulUpstream::start().await;
     let gw = GatewayProc::start(&config(up.addr)).await;

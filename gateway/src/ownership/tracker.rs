@@ -44,6 +44,7 @@ pub struct Tracker {
     readable: bool,
     success: bool,
     sse: bool,
+    json: bool,
     buf: Vec<u8>,
     overflow: bool,
     recorded: bool,
@@ -60,6 +61,7 @@ impl Tracker {
             readable: true,
             success: false,
             sse: false,
+            json: false,
             buf: Vec::new(),
             overflow: false,
             recorded: false,
@@ -76,7 +78,11 @@ impl Tracker {
                 .map(|v| v.trim().to_ascii_lowercase())
         };
         self.readable = header("content-encoding").is_none_or(|e| e == "identity");
-        self.sse = header("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+        let content_type = header("content-type");
+        self.sse = content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        self.json = content_type.as_deref().is_some_and(|t| t.contains("json"));
         if self.success && matches!(self.mode, Mode::List(_)) {
             resp.remove_header("content-length");
             resp.remove_header("content-encoding");
@@ -107,6 +113,8 @@ impl Tracker {
                     }
                 }
             }
+            // A file's content, say: nothing to record.
+            Mode::Use if !self.json => {}
             Mode::Create | Mode::Use => {
                 if let Some(chunk) = body.as_ref() {
                     self.append(chunk, MAX_RECORD_BYTES);
@@ -140,8 +148,10 @@ impl Tracker {
             .then(|| serde_json::from_slice::<Value>(&self.buf).ok())
             .flatten();
         let Some(v) = parsed else {
-            tracing::warn!(account = %self.account,
-                "could not read a creation response: the object stays unowned");
+            if matches!(self.mode, Mode::Create) {
+                tracing::warn!(account = %self.account,
+                    "could not read a creation response: the object stays unowned");
+            }
             return;
         };
         let mut ids = Vec::new();

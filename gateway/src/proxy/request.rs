@@ -1,7 +1,6 @@
 //! The request phase: request id, surface, key, body (capped), model routing and policy.
 //! Everything here is decided before a byte goes upstream.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,9 +12,10 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
 use super::{models, Gateway};
+use crate::body_model::BodyModel;
 use crate::routing::{self, Surface};
 use crate::state::ActiveConfig;
-use crate::{auth, body, default_provider, endpoints, isolation, multipart};
+use crate::{auth, body, default_provider, endpoints, isolation};
 
 /// Returns `Ok(true)` when the gateway answered the request itself.
 pub async fn request_filter(
@@ -105,29 +105,10 @@ async fn admit(
     let req = session.req_header();
     let path = req.uri.path();
     let query = req.uri.query();
-    let form = req
-        .headers
-        .get("content-type")
-        .and_then(|ct| multipart::boundary(ct.as_bytes()));
-    let body = body.filter(|b| !b.is_empty());
-    // The body's model: from JSON, or from the `model` field of a multipart form.
-    let model = |strict: bool| -> Result<Option<Cow<'_, str>>, Reject> {
-        let found = match (&body, form) {
-            (Some(b), Some(boundary)) => {
-                multipart::model_of(b, boundary).map(|m| m.map(Cow::Borrowed))
-            }
-            (Some(b), None) => routing::model_of(b),
-            (None, _) => Ok(None),
-        };
-        if strict {
-            found
-        } else {
-            Ok(found.ok().flatten())
-        }
-    };
+    let body = BodyModel::new(&req.headers, body.as_ref());
     let (idx, provider_path) = match surface {
         Surface::OpenAi => {
-            if req.method == "GET" && body.is_none() {
+            if req.method == "GET" && body.body().is_none() {
                 if path == "/v1/models" || path == "/v1/models/" {
                     write_model_list(session, cfg, project_idx, &ctx.request_id).await?;
                     return Ok(Admitted::Answered);
@@ -137,20 +118,15 @@ async fn admit(
                     return Ok(Admitted::Answered);
                 }
             }
-            let idx = match &model(true)? {
+            let idx = match &body.model()? {
                 Some(model) => {
                     let route = org.route(model).ok_or(Reject::ModelNotFound)?;
                     if !project.allows(model) {
                         return Err(Reject::ModelNotAllowed);
                     }
-                    ctx.body = match (&route.upstream_model, &body, form) {
-                        (Some(m), Some(b), Some(boundary)) if **m != **model => {
-                            Some(multipart::rewrite_model(b, boundary, m)?)
-                        }
-                        (Some(m), Some(b), None) if **m != **model => {
-                            Some(routing::rewrite_model(b, m)?)
-                        }
-                        _ => body.clone(),
+                    ctx.body = match &route.upstream_model {
+                        Some(m) if **m != **model => body.rewrite(m)?,
+                        _ => body.body().cloned(),
                     };
                     gov.plan(
                         cfg.providers[route.provider].kind,
@@ -172,7 +148,7 @@ async fn admit(
                     if endpoint.family.is_none() {
                         return Err(Reject::MissingModel);
                     }
-                    ctx.body = body.clone();
+                    ctx.body = body.body().cloned();
                     ctx.model_label = Some(Arc::from("none"));
                     let idx = default_provider::resolve(cfg, org, project)?;
                     gov.plan(cfg.providers[idx].kind, path, &mut ctx.body, None);
@@ -188,9 +164,9 @@ async fn admit(
                 // an inference endpoint, so an unreadable body cannot slip past the model
                 // policy; a named model must be allowed on any endpoint.
                 let kind = cfg.providers[idx].kind;
-                match model(false)? {
+                match body.model_if_any()? {
                     Some(m) if !project.allows(&m) => return Err(Reject::ModelNotAllowed),
-                    None if body.is_some()
+                    None if body.body().is_some()
                         && endpoints::is_inference(kind, &req.method, &path[rest_start..]) =>
                     {
                         return Err(Reject::ModelNotAllowed)
@@ -198,7 +174,7 @@ async fn admit(
                     _ => {}
                 }
             }
-            ctx.body = body.clone();
+            ctx.body = body.body().cloned();
             gov.plan(
                 cfg.providers[idx].kind,
                 &path[rest_start..],
@@ -213,14 +189,13 @@ async fn admit(
     if provider.key_missing {
         return Err(Reject::ProviderKeyMissing);
     }
-    let json = body.as_deref().filter(|_| form.is_none());
     ctx.objects = isolation::check(
         &gw.ownership,
         isolation::Parties::of(cfg, project_idx, idx),
         &project.endpoints,
         &req.method,
         provider_path,
-        json,
+        body.scannable(),
     )
     .await?;
     ctx.provider = Some(idx);
