@@ -254,6 +254,26 @@ mod tests {
     }
 
     #[test]
+    fn no_truncation_or_byte_change_makes_it_panic() {
+        let body = form(&[
+            ("file", Some("a.wav"), "RIFF\r\n\r\n--"),
+            ("model", None, "whisper-1"),
+        ]);
+        for end in 0..=body.len() {
+            let _ = model_of(&body[..end], B);
+        }
+        let mut mutated = body.clone();
+        for i in 0..body.len() {
+            for b in [b'\r', b'\n', b'-', b'"', b';', b':', 0, 0xff, b'X'] {
+                mutated[i] = b;
+                let _ = model_of(&mutated, B);
+                let _ = rewrite_model(&mutated, B, "m");
+            }
+            mutated[i] = body[i];
+        }
+    }
+
+    #[test]
     fn preamble_and_padding_are_accepted() {
         let body = format!(
             "preamble\r\n--{B}  \r\nContent-Disposition: form-data; name=model\r\n\r\nwhisper-1\r\n--{B}--"
