@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use gateway_schema::{EndpointFamily, ProviderKind};
+use gateway_schema::EndpointFamily;
 use http::Method;
 
 use crate::endpoints::{self, Effect};
@@ -15,41 +15,52 @@ use crate::proxy::errors::Reject;
 use crate::state::ActiveConfig;
 
 /// Who asks, and which provider account the objects live in.
-pub struct Parties {
-    /// Provider kind (decides the allowlist and the not-found shape).
-    pub kind: ProviderKind,
+struct Parties {
     /// `org/provider`: ids are unique per provider account.
-    pub account: String,
+    account: String,
     /// `org/project`.
-    pub owner: String,
+    owner: String,
 }
 
 impl Parties {
     /// The parties of a request by `project` to `provider` on `cfg`.
-    pub fn of(cfg: &ActiveConfig, project: usize, provider: usize) -> Self {
+    fn of(cfg: &ActiveConfig, project: usize, provider: usize) -> Self {
         let project = &cfg.projects[project];
         let org = &cfg.orgs[project.org].slug;
         Self {
-            kind: cfg.providers[provider].kind,
             account: format!("{org}/{}", cfg.providers[provider].name),
             owner: project.label.to_string(),
         }
     }
 }
 
-/// Checks one request. `path` is what the provider will see (without the query); `json` the
-/// request body unless it is a multipart form (any other body is scanned as JSON: some
-/// servers parse JSON whatever the content type says).
+/// One request about to go upstream: `project` sends `method path` (what the provider will
+/// see, without the query) to `provider`.
+pub struct Request<'a> {
+    /// The config the request runs on.
+    pub cfg: &'a ActiveConfig,
+    /// Project index.
+    pub project: usize,
+    /// Provider index.
+    pub provider: usize,
+    /// Method.
+    pub method: &'a Method,
+    /// Provider-relative path.
+    pub path: &'a str,
+    /// The body to scan for object references (see [`crate::body_model::BodyModel::scannable`]).
+    pub body: Option<&'a [u8]>,
+}
+
+/// Checks one request; plain inference naming no object allocates nothing here.
 pub async fn check(
     store: &Arc<dyn OwnershipStore>,
-    who: Parties,
-    enabled: &[EndpointFamily],
-    method: &Method,
-    path: &str,
-    json: Option<&[u8]>,
+    req: Request<'_>,
 ) -> Result<Option<Box<Tracker>>, Reject> {
-    let endpoint = endpoints::classify(who.kind, method, path, enabled)?;
-    let body = json.map(refs::scan).transpose()?.unwrap_or_default();
+    let kind = req.cfg.providers[req.provider].kind;
+    let enabled = &req.cfg.projects[req.project].endpoints;
+    let path = req.path;
+    let endpoint = endpoints::classify(kind, req.method, path, enabled)?;
+    let body = req.body.map(refs::scan).transpose()?.unwrap_or_default();
 
     let mut mode = match endpoint.effect {
         Effect::Inference => None,
@@ -67,9 +78,19 @@ pub async fn check(
         }
     };
 
-    let not_found = Reject::ObjectNotFound { kind: who.kind };
-    let path_ids = endpoint.ids.iter().map(|r| &path[r.clone()]);
-    for id in path_ids.chain(body.ids.iter().map(String::as_str)) {
+    let not_found = Reject::ObjectNotFound { kind };
+    if mode.is_none() && endpoint.ids.is_empty() && body.ids.is_empty() {
+        return Ok(None);
+    }
+    let mut ids: Vec<&str> = Vec::with_capacity(endpoint.ids.len() + body.ids.len());
+    for r in &endpoint.ids {
+        ids.push(&path[r.clone()]);
+    }
+    for id in &body.ids {
+        ids.push(id);
+    }
+    let who = Parties::of(req.cfg, req.project, req.provider);
+    for id in ids {
         if !endpoints::is_object_id(id) {
             return Err(not_found);
         }

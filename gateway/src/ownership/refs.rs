@@ -39,15 +39,21 @@ pub struct BodyRefs {
     type_is_tool_use: bool,
 }
 
+/// Finders for every key above (with its closing quote) and for `\u`, built once.
+static NEEDLES: std::sync::LazyLock<Vec<memmem::Finder<'static>>> =
+    std::sync::LazyLock::new(|| {
+        ONE.iter()
+            .chain(MANY)
+            .chain(&["store"])
+            .map(|k| memmem::Finder::new(format!("{k}\"").as_bytes()).into_owned())
+            .chain(std::iter::once(memmem::Finder::new(b"\\u").into_owned()))
+            .collect()
+    });
+
 /// Whether the body may name an object: a quick scan that spares plain inference bodies a
 /// parse. A key spelled with `\u` escapes is caught by looking for any `\u` at all.
 fn may_reference(body: &[u8]) -> bool {
-    ONE.iter().chain(MANY).chain(&["store"]).any(|k| {
-        let mut needle = Vec::with_capacity(k.len() + 1);
-        needle.extend_from_slice(k.as_bytes());
-        needle.push(b'"');
-        memmem::find(body, &needle).is_some()
-    }) || memmem::find(body, b"\\u").is_some()
+    NEEDLES.iter().any(|f| f.find(body).is_some())
 }
 
 /// Scans a request body (not a multipart form). The walk streams through the JSON without

@@ -189,15 +189,15 @@ async fn admit(
     if provider.key_missing {
         return Err(Reject::ProviderKeyMissing);
     }
-    ctx.objects = isolation::check(
-        &gw.ownership,
-        isolation::Parties::of(cfg, project_idx, idx),
-        &project.endpoints,
-        &req.method,
-        provider_path,
-        body.scannable(),
-    )
-    .await?;
+    let request = isolation::Request {
+        cfg,
+        project: project_idx,
+        provider: idx,
+        method: &req.method,
+        path: provider_path,
+        body: body.scannable(),
+    };
+    ctx.objects = isolation::check(&gw.ownership, request).await?;
     ctx.provider = Some(idx);
     ctx.upstream_path = Some(routing::upstream_path(
         &provider.base_path,
