@@ -82,7 +82,9 @@ impl Tracker {
         self.sse = content_type
             .as_deref()
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        self.json = content_type.as_deref().is_some_and(|t| t.contains("json"));
+        self.json = content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/json"));
         if self.success && matches!(self.mode, Mode::List(_)) {
             resp.remove_header("content-length");
             resp.remove_header("content-encoding");
