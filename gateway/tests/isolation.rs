@@ -40,10 +40,10 @@ routes:
     provider: anthropic
 projects:
   - slug: alpha
-    endpoints: [files, batches, stored_responses, message_batches]
+    endpoints: [files, uploads, batches, vector_stores, stored_responses, message_batches]
     keys: [{{digest: "{alpha}"}}]
   - slug: beta
-    endpoints: [files, batches, stored_responses, message_batches]
+    endpoints: [files, uploads, batches, vector_stores, stored_responses, message_batches]
     keys: [{{digest: "{beta}"}}]
   - slug: plain
     keys: [{{digest: "{plain}"}}]
@@ -367,6 +367,132 @@ async fn filtered_lists_are_well_framed_over_http1_and_http2() {
             assert_eq!(ids(&v), [mine["id"].as_str().unwrap()]);
         }
     }
+}
+
+#[tokio::test]
+async fn uploaded_files_and_vector_stores_stay_with_their_project() {
+    let up = StatefulUpstream::start().await;
+    let gw = GatewayProc::start(&config(up.addr)).await;
+
+    // A uploads a file in parts; the completed upload's file is A's.
+    let (status, upload) = send(
+        &gw,
+        "POST",
+        "/v1/uploads",
+        ALPHA_KEY,
+        Some(&json!({"purpose": "assistants", "filename": "notes.txt", "bytes": 6, "mime_type": "text/plain"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{upload}");
+    let upload_id = upload["id"].as_str().unwrap().to_owned();
+    let part = client()
+        .post(gw.url(&format!("/v1/uploads/{upload_id}/parts")))
+        .bearer_auth(ALPHA_KEY)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(form(&[], Some(("blob", b"hello\n"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 200);
+    let (status, v) = send(
+        &gw,
+        "POST",
+        &format!("/v1/uploads/{upload_id}/parts"),
+        BETA_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("object_not_found"))
+    );
+    let (status, done) = send(
+        &gw,
+        "POST",
+        &format!("/v1/uploads/{upload_id}/complete"),
+        ALPHA_KEY,
+        Some(&json!({"part_ids": []})),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let file_id = done["file"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&gw, "GET", &format!("/v1/files/{file_id}"), ALPHA_KEY, None).await;
+    assert_eq!(status, 200);
+
+    // A's vector store with A's file.
+    let (status, vs) = send(
+        &gw,
+        "POST",
+        "/v1/vector_stores",
+        ALPHA_KEY,
+        Some(&json!({"name": "a", "file_ids": [file_id]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{vs}");
+    let vs_a = vs["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(
+        &gw,
+        "GET",
+        &format!("/v1/vector_stores/{vs_a}/files/{file_id}"),
+        ALPHA_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // B has a vector store of its own, but cannot reach A's, nor put A's file in its own.
+    let (status, vs) = send(
+        &gw,
+        "POST",
+        "/v1/vector_stores",
+        BETA_KEY,
+        Some(&json!({"name": "b"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{vs}");
+    let vs_b = vs["id"].as_str().unwrap().to_owned();
+    let before = up.count();
+    for (method, path, body) in [
+        ("GET", format!("/v1/vector_stores/{vs_a}"), None),
+        (
+            "GET",
+            format!("/v1/vector_stores/{vs_a}/files/{file_id}"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/v1/vector_stores/{vs_b}/files/{file_id}"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/vector_stores/{vs_b}/files"),
+            Some(json!({"file_id": file_id})),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores".to_owned(),
+            Some(json!({"name": "c", "file_ids": [file_id]})),
+        ),
+        (
+            "POST",
+            "/v1/responses".to_owned(),
+            Some(
+                json!({"model": "gpt-4o", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": [vs_a]}]}),
+            ),
+        ),
+    ] {
+        let (status, v) = send(&gw, method, &path, BETA_KEY, body.as_ref()).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("object_not_found")),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(up.count(), before);
 }
 
 #[tokio::test]

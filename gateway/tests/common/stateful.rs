@@ -26,6 +26,9 @@ struct Account {
     batches: BTreeMap<String, Value>,
     responses: BTreeMap<String, Value>,
     message_batches: BTreeMap<String, Value>,
+    uploads: BTreeMap<String, (Value, Vec<u8>)>,
+    /// Vector store -> (object, attached file ids).
+    vector_stores: BTreeMap<String, (Value, Vec<String>)>,
 }
 
 #[derive(Default)]
@@ -301,6 +304,79 @@ async fn handle(
                 json!({"id": id, "object": "response", "deleted": true}),
             ),
             None => openai_missing("response", id),
+        },
+        ("POST", ["v1", "uploads"]) => {
+            let id = format!("upload_{prefix}_{n}");
+            let obj = json!({"id": id, "object": "upload", "status": "pending", "filename": req_json["filename"], "purpose": req_json["purpose"], "bytes": req_json["bytes"], "created_at": n});
+            acct.uploads.insert(id, (obj.clone(), Vec::new()));
+            reply(200, obj)
+        }
+        ("POST", ["v1", "uploads", id, "parts"]) => match acct.uploads.get_mut(*id) {
+            Some(u) => {
+                let data = form_file(&body).map(|f| f.1).unwrap_or_default();
+                u.1.extend_from_slice(&data);
+                reply(
+                    200,
+                    json!({"id": format!("part_{n}"), "object": "upload.part", "upload_id": id, "created_at": n}),
+                )
+            }
+            None => openai_missing("upload", id),
+        },
+        ("POST", ["v1", "uploads", id, "complete"]) => match acct.uploads.remove(*id) {
+            Some((mut obj, data)) => {
+                let file_id = format!("file-{prefix}-{n}");
+                let file = json!({"id": file_id, "object": "file", "bytes": data.len(), "created_at": n, "filename": obj["filename"], "purpose": obj["purpose"], "status": "processed"});
+                acct.files
+                    .insert(file_id, (file.clone(), Bytes::from(data)));
+                obj["status"] = json!("completed");
+                obj["file"] = file;
+                reply(200, obj)
+            }
+            None => openai_missing("upload", id),
+        },
+        ("POST", ["v1", "vector_stores"]) => {
+            let files: Vec<String> = req_json["file_ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(missing) = files.iter().find(|f| !acct.files.contains_key(*f)) {
+                return openai_missing("file", missing);
+            }
+            let id = format!("vs_{prefix}_{n}");
+            let obj = json!({"id": id, "object": "vector_store", "name": req_json["name"], "created_at": n, "file_counts": {"total": files.len()}});
+            acct.vector_stores.insert(id, (obj.clone(), files));
+            reply(200, obj)
+        }
+        ("GET", ["v1", "vector_stores", id]) => match acct.vector_stores.get(*id) {
+            Some(v) => reply(200, v.0.clone()),
+            None => openai_missing("vector store", id),
+        },
+        ("POST", ["v1", "vector_stores", vs, "files"]) => {
+            let file = req_json["file_id"].as_str().unwrap_or("").to_owned();
+            if !acct.files.contains_key(&file) {
+                return openai_missing("file", &file);
+            }
+            match acct.vector_stores.get_mut(*vs) {
+                Some(v) => {
+                    v.1.push(file.clone());
+                    reply(
+                        200,
+                        json!({"id": file, "object": "vector_store.file", "vector_store_id": vs, "status": "completed"}),
+                    )
+                }
+                None => openai_missing("vector store", vs),
+            }
+        }
+        ("GET", ["v1", "vector_stores", vs, "files", file]) => match acct.vector_stores.get(*vs) {
+            Some(v) if v.1.iter().any(|f| f == file) => reply(
+                200,
+                json!({"id": file, "object": "vector_store.file", "vector_store_id": vs, "status": "completed"}),
+            ),
+            _ => openai_missing("vector store file", file),
         },
         ("POST", ["v1", "audio", "transcriptions"]) => {
             let model = form_field(&body, "model").unwrap_or_default();
