@@ -30,6 +30,8 @@ pub enum Effect {
     List,
     /// Acts on the objects named in the path, which must all be the project's.
     Use,
+    /// Deletes the one object named in the path (the project's): its record goes with it.
+    Delete,
 }
 
 /// An allowed endpoint.
@@ -111,14 +113,14 @@ const OPENAI: &[Rule] = &[
     rule("POST", &[V1, L("responses")], None, Effect::ResponsesCreate),
     // Stored responses.
     fam(F::StoredResponses, "GET", &[V1, L("responses"), Id], Effect::Use),
-    fam(F::StoredResponses, "DELETE", &[V1, L("responses"), Id], Effect::Use),
+    fam(F::StoredResponses, "DELETE", &[V1, L("responses"), Id], Effect::Delete),
     fam(F::StoredResponses, "POST", &[V1, L("responses"), Id, L("cancel")], Effect::Use),
     fam(F::StoredResponses, "GET", &[V1, L("responses"), Id, L("input_items")], Effect::Use),
     // Files.
     fam(F::Files, "POST", &[V1, L("files")], Effect::Create),
     fam(F::Files, "GET", &[V1, L("files")], Effect::List),
     fam(F::Files, "GET", &[V1, L("files"), Id], Effect::Use),
-    fam(F::Files, "DELETE", &[V1, L("files"), Id], Effect::Use),
+    fam(F::Files, "DELETE", &[V1, L("files"), Id], Effect::Delete),
     fam(F::Files, "GET", &[V1, L("files"), Id, L("content")], Effect::Use),
     // Uploads (a completed upload's file is recorded from the response).
     fam(F::Uploads, "POST", &[V1, L("uploads")], Effect::Create),
@@ -135,7 +137,7 @@ const OPENAI: &[Rule] = &[
     fam(F::VectorStores, "GET", &[V1, L("vector_stores")], Effect::List),
     fam(F::VectorStores, "GET", &[V1, L("vector_stores"), Id], Effect::Use),
     fam(F::VectorStores, "POST", &[V1, L("vector_stores"), Id], Effect::Use),
-    fam(F::VectorStores, "DELETE", &[V1, L("vector_stores"), Id], Effect::Use),
+    fam(F::VectorStores, "DELETE", &[V1, L("vector_stores"), Id], Effect::Delete),
     fam(F::VectorStores, "POST", &[V1, L("vector_stores"), Id, L("search")], Effect::Use),
     fam(F::VectorStores, "POST", &[V1, L("vector_stores"), Id, L("files")], Effect::Create),
     fam(F::VectorStores, "GET", &[V1, L("vector_stores"), Id, L("files")], Effect::Use),
@@ -171,14 +173,14 @@ const ANTHROPIC: &[Rule] = &[
     fam(F::MessageBatches, "POST", &[V1, L("messages"), L("batches")], Effect::Create),
     fam(F::MessageBatches, "GET", &[V1, L("messages"), L("batches")], Effect::List),
     fam(F::MessageBatches, "GET", &[V1, L("messages"), L("batches"), Id], Effect::Use),
-    fam(F::MessageBatches, "DELETE", &[V1, L("messages"), L("batches"), Id], Effect::Use),
+    fam(F::MessageBatches, "DELETE", &[V1, L("messages"), L("batches"), Id], Effect::Delete),
     fam(F::MessageBatches, "POST", &[V1, L("messages"), L("batches"), Id, L("cancel")], Effect::Use),
     fam(F::MessageBatches, "GET", &[V1, L("messages"), L("batches"), Id, L("results")], Effect::Use),
     // Files (beta).
     fam(F::AnthropicFiles, "POST", &[V1, L("files")], Effect::Create),
     fam(F::AnthropicFiles, "GET", &[V1, L("files")], Effect::List),
     fam(F::AnthropicFiles, "GET", &[V1, L("files"), Id], Effect::Use),
-    fam(F::AnthropicFiles, "DELETE", &[V1, L("files"), Id], Effect::Use),
+    fam(F::AnthropicFiles, "DELETE", &[V1, L("files"), Id], Effect::Delete),
     fam(F::AnthropicFiles, "GET", &[V1, L("files"), Id, L("content")], Effect::Use),
 ];
 

@@ -66,6 +66,10 @@ pub async fn check(
         Effect::Inference => None,
         Effect::Create => Some(Mode::Create),
         Effect::Use => Some(Mode::Use),
+        Effect::Delete => endpoint
+            .ids
+            .last()
+            .map(|r| Mode::Delete(path[r.clone()].to_owned())),
         Effect::List => Some(Mode::List(Default::default())),
         Effect::ResponsesCreate => {
             if enabled.contains(&EndpointFamily::StoredResponses) {

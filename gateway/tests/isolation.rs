@@ -268,6 +268,11 @@ async fn project_b_cannot_list_read_use_or_delete_project_a_objects() {
     .await;
     assert_eq!(status, 200);
     assert!(!up.has_file(OPENAI_UPSTREAM_KEY, &file_id));
+    // A deleted object is forgotten: asking again is answered like any unknown id.
+    let before = up.count();
+    let (status, v) = send(&gw, "GET", &format!("/v1/files/{file_id}"), ALPHA_KEY, None).await;
+    assert_eq!((status, &v), (404, &missing));
+    assert_eq!(up.count(), before);
 
     // An object made directly at the provider belongs to no project.
     let direct = up.create_file_directly(OPENAI_UPSTREAM_KEY);

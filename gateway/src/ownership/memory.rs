@@ -46,6 +46,19 @@ impl MemoryOwnership {
         }
     }
 
+    /// Removes `id` if `owner` owns it.
+    pub fn remove(&self, account: &str, owner: &str, id: &str) {
+        let mut accounts = self
+            .accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(objects) = accounts.get_mut(account) {
+            if objects.get(id).is_some_and(|o| &**o == owner) {
+                objects.remove(id);
+            }
+        }
+    }
+
     /// The ids `owner` owns in `account`, as recorded here.
     pub fn owned_by(&self, account: &str, owner: &str) -> HashSet<String> {
         let accounts = self.accounts.read().unwrap_or_else(PoisonError::into_inner);
@@ -63,6 +76,10 @@ impl MemoryOwnership {
 impl OwnershipStore for MemoryOwnership {
     fn record(&self, account: &str, owner: &str, ids: Vec<String>) {
         self.insert(account, owner, &ids);
+    }
+
+    fn forget(&self, account: &str, owner: &str, id: &str) {
+        self.remove(account, owner, id);
     }
 
     async fn owns(&self, account: &str, owner: &str, id: &str) -> Result<bool, OwnershipError> {

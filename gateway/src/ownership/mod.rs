@@ -36,6 +36,9 @@ pub trait OwnershipStore: Send + Sync {
     /// written it. An id already owned keeps its first owner.
     fn record(&self, account: &str, owner: &str, ids: Vec<String>);
 
+    /// Forgets `id` after `owner` deleted it at the provider (ids are never reused).
+    fn forget(&self, account: &str, owner: &str, id: &str);
+
     /// Whether `owner` owns `id` in `account`.
     async fn owns(&self, account: &str, owner: &str, id: &str) -> Result<bool, OwnershipError>;
 

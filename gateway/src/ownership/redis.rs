@@ -41,10 +41,23 @@ end
 return 1
 "#;
 
+/// Forgets an id, only for its owner.
+const FORGET: &str = r#"
+local base = ARGV[1]
+local owner = ARGV[2]
+local id = ARGV[3]
+if redis.call('GET', base .. id) == owner then
+  redis.call('DEL', base .. id)
+  redis.call('SREM', base .. 'owner:' .. owner, id)
+end
+return 1
+"#;
+
 struct Shared {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     script: redis::Script,
+    forget: redis::Script,
 }
 
 impl Shared {
@@ -96,6 +109,7 @@ impl RedisOwnership {
                 client,
                 conn: tokio::sync::Mutex::new(None),
                 script: redis::Script::new(RECORD),
+                forget: redis::Script::new(FORGET),
             }),
             runtime,
             timeout,
@@ -154,6 +168,26 @@ impl OwnershipStore for RedisOwnership {
             };
             tracing::warn!(reason = %outcome, objects = ids.len(),
                 "could not record object ownership in Redis; kept on this gateway only");
+        });
+    }
+
+    fn forget(&self, account: &str, owner: &str, id: &str) {
+        self.local.remove(account, owner, id);
+        let shared = self.shared.clone();
+        let base = format!("{PREFIX}{account}:");
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        let timeout = self.timeout;
+        self.runtime.spawn(async move {
+            let write = async {
+                let mut conn = shared.conn().await?;
+                let mut call = shared.forget.prepare_invoke();
+                call.arg(&base).arg(&owner).arg(&id);
+                call.invoke_async::<i64>(&mut conn).await
+            };
+            // A record left behind names an object that no longer exists: harmless.
+            if !matches!(tokio::time::timeout(timeout * 4, write).await, Ok(Ok(_))) {
+                tracing::debug!("could not forget a deleted object in Redis");
+            }
         });
     }
 

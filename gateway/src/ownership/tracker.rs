@@ -33,6 +33,8 @@ pub enum Mode {
     Use,
     /// Keep only these ids in the list's `data`.
     List(HashSet<String>),
+    /// Forget this id once the provider confirms its deletion.
+    Delete(String),
 }
 
 /// Per-request response tracking, kept in the request context.
@@ -99,6 +101,11 @@ impl Tracker {
             return;
         }
         match &self.mode {
+            Mode::Delete(id) => {
+                if end {
+                    self.store.forget(&self.account, &self.owner, id);
+                }
+            }
             Mode::List(_) => {
                 if let Some(chunk) = body.take() {
                     self.append(&chunk, MAX_LIST_BYTES);
