@@ -926,3 +926,57 @@ async fn an_unreachable_redis_fails_closed() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn same_named_projects_of_two_orgs_do_not_share_objects() {
+    let up = StatefulUpstream::start().await;
+    // Both orgs name their provider `openai`, point it at the same account and call their
+    // project `team`: only the org tells them apart.
+    let org = |slug: &str, key: &str| {
+        format!(
+            r#"
+  - slug: {slug}
+    providers:
+      - name: openai
+        kind: openai
+        base_url: "http://{addr}"
+        api_key: "env:TEST_OPENAI_KEY"
+    projects:
+      - slug: team
+        endpoints: [files]
+        keys: [{{digest: "{digest}"}}]"#,
+            addr = up.addr,
+            digest = digest(key),
+        )
+    };
+    let cfg = format!(
+        "orgs:{}{}\n",
+        org("acme", ALPHA_KEY),
+        org("globex", BETA_KEY)
+    );
+    let gw = GatewayProc::start(&cfg).await;
+    let (status, file) = upload_file(&gw, "/v1/files", ALPHA_KEY, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+    let before = up.count();
+    for path in [format!("/v1/files/{id}"), format!("/openai/v1/files/{id}")] {
+        let (status, v) = send(&gw, "GET", &path, BETA_KEY, None).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("object_not_found")),
+            "{path}"
+        );
+    }
+    assert_eq!(up.count(), before);
+    let (_, list) = send(&gw, "GET", "/v1/files", BETA_KEY, None).await;
+    assert_eq!(ids(&list), Vec::<String>::new());
+    let (status, _) = send(
+        &gw,
+        "GET",
+        &format!("/openai/v1/files/{id}"),
+        ALPHA_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
