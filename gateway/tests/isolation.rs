@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/cp.rs"]
+mod cp;
 
 use common::stateful::{form_field, StatefulUpstream};
 use common::*;
@@ -979,4 +981,52 @@ async fn same_named_projects_of_two_orgs_do_not_share_objects() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_control_plane_policy_enables_families_and_ownership_applies() {
+    let up = StatefulUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let cp = cp::ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/policies",
+        json!({"slug": "files", "endpoints": ["files"], "default_provider": "openai"}),
+    )
+    .await;
+    for project in ["one", "two"] {
+        cp.post(
+            "/api/v1/orgs/acme/projects",
+            json!({"slug": project, "policy": "files"}),
+        )
+        .await;
+    }
+    let (one, _) = cp.mint("acme", "one").await;
+    let (two, _) = cp.mint("acme", "two").await;
+    let (plain, _) = cp.mint("acme", "app").await;
+    let lkg = secrets.dir.join("iso-lkg.json");
+    let gw = GatewayProc::launch("", "", &secrets.gateway_args(&cp.url, &lkg, "iso"), true).await;
+    cp::eventually(
+        std::time::Duration::from_secs(5),
+        "the keys work",
+        || async { send(&gw, "GET", "/v1/files", &one, None).await.0 == 200 },
+    )
+    .await;
+
+    let (status, file) = upload_file(&gw, "/v1/files", &one, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(&gw, "GET", &format!("/v1/files/{id}"), &one, None).await;
+    assert_eq!(status, 200);
+    let (status, v) = send(&gw, "GET", &format!("/v1/files/{id}"), &two, None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("object_not_found"))
+    );
+    // The seeded project's policy enables nothing.
+    let (status, v) = send(&gw, "GET", "/v1/files", &plain, None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("endpoint_not_allowed"))
+    );
 }
