@@ -1030,3 +1030,27 @@ async fn a_control_plane_policy_enables_families_and_ownership_applies() {
         (403, Some("endpoint_not_allowed"))
     );
 }
+
+#[test]
+fn check_config_refuses_an_unusable_redis_url_without_printing_it() {
+    let dir = std::env::temp_dir().join(format!("gw-iso-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("redis-url");
+    std::fs::write(&url_file, "redis-with-SECRET-password@nowhere").unwrap();
+    let cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!("server:\n  redis_url: \"file:{}\"\n", url_file.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("server.redis_url"), "{stderr}");
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
