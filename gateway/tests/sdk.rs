@@ -47,7 +47,7 @@ fn run_script(url: String, key: &str, extra: &[(&str, &str)]) -> serde_json::Val
 }
 
 #[tokio::test]
-async fn official_openai_sdk_transcribes_uploads_lists_and_retrieves_where_the_policy_allows() {
+async fn official_sdks_transcribe_upload_list_and_retrieve_where_the_policy_allows() {
     let up = common::stateful::StatefulUpstream::start().await;
     let cfg = format!(
         r#"
@@ -56,6 +56,10 @@ providers:
     kind: openai
     base_url: "http://{addr}"
     api_key: "env:TEST_OPENAI_KEY"
+  - name: anthropic
+    kind: anthropic
+    base_url: "http://{addr}"
+    api_key: "env:TEST_ANTHROPIC_KEY"
 routes:
   - model: "gpt-*"
     provider: openai
@@ -63,10 +67,10 @@ routes:
     provider: openai
 projects:
   - slug: files
-    endpoints: [files, batches]
+    endpoints: [files, batches, message_batches]
     keys: [{{digest: "{files}"}}]
   - slug: other
-    endpoints: [files, batches]
+    endpoints: [files, batches, message_batches]
     keys: [{{digest: "{other}"}}]
 "#,
         addr = up.addr,
@@ -105,6 +109,10 @@ projects:
         assert_eq!(v[name], 404, "{name}");
     }
     assert_eq!(v["deleted"], true);
+    assert_eq!(v["batch_retrieved"], true);
+    assert_eq!(v["batches"], serde_json::json!([true]));
+    assert_eq!(v["other_batches"], serde_json::json!([]));
+    assert_eq!(v["other_batch_retrieve"], 404);
 }
 
 #[tokio::test]

@@ -60,6 +60,19 @@ if os.environ.get("GATEWAY_SDK_PART") == "objects":
     except openai.NotFoundError as e:
         out["other_batch"] = e.status_code
     out["deleted"] = oa.files.delete(f.id).deleted
+    # Anthropic message batches through the native surface, with the Anthropic SDK.
+    an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
+    b = an.messages.batches.create(requests=[{"custom_id": "1", "params": {
+        "model": "claude-3-5-haiku-latest", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}}])
+    out["batch_retrieved"] = an.messages.batches.retrieve(b.id).id == b.id
+    out["batches"] = [x.id == b.id for x in an.messages.batches.list()]
+    other_an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=os.environ["GATEWAY_OTHER_KEY"], max_retries=0)
+    out["other_batches"] = [x.id for x in other_an.messages.batches.list()]
+    try:
+        other_an.messages.batches.retrieve(b.id)
+        out["other_batch_retrieve"] = "no error"
+    except anthropic.NotFoundError as e:
+        out["other_batch_retrieve"] = e.status_code
     json.dump(out, sys.stdout)
     sys.exit(0)
 
