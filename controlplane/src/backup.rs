@@ -185,7 +185,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             max_in_flight, endpoints, default_provider) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -197,6 +198,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.monthly_budget_cents)
         .bind(r.created_at)
         .bind(r.max_in_flight)
+        .bind(r.endpoints.clone())
+        .bind(r.default_provider.clone())
         .execute(&mut *tx)
         .await?;
     }

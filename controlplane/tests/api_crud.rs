@@ -273,6 +273,77 @@ async fn lists_paginate_with_a_cursor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_enables_endpoint_families_and_names_a_default_provider() {
+    let env = Env::start().await;
+    let s = &env.server;
+    let admin = env.admin();
+    let (st, _) = s
+        .post("/api/v1/orgs", &admin, json!({"slug": "acme"}))
+        .await;
+    assert_eq!(st, 201);
+    let (st, _) = s
+        .post(
+            "/api/v1/orgs/acme/providers",
+            &admin,
+            json!({"slug": "openai", "kind": "openai", "base_url": "https://api.openai.com",
+                   "api_key_ref": "env:OPENAI_API_KEY"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+
+    let (st, pol) = s
+        .post(
+            "/api/v1/orgs/acme/policies",
+            &admin,
+            json!({"slug": "files", "endpoints": ["files", "batches", "files"],
+                   "default_provider": "openai"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{pol}");
+    assert_eq!(pol["endpoints"], json!(["files", "batches"]));
+    assert_eq!(pol["default_provider"], "openai");
+    let (st, pol) = s.get("/api/v1/orgs/acme/policies/files", &admin).await;
+    assert_eq!(st, 200);
+    assert_eq!(pol["endpoints"], json!(["files", "batches"]));
+
+    // Replacing the settings without them means inference only again.
+    let (st, pol) = s
+        .put("/api/v1/orgs/acme/policies/files", &admin, json!({}))
+        .await;
+    assert_eq!(st, 200, "{pol}");
+    assert_eq!(pol["endpoints"], serde_json::Value::Null);
+    assert_eq!(pol["default_provider"], serde_json::Value::Null);
+
+    for (body, code) in [
+        (
+            json!({"slug": "x", "endpoints": ["organization"]}),
+            "invalid_policy",
+        ),
+        (
+            json!({"slug": "x", "endpoints": ["Files"]}),
+            "invalid_policy",
+        ),
+        (
+            json!({"slug": "x", "default_provider": "Not A Slug"}),
+            "invalid_policy",
+        ),
+        (
+            json!({"slug": "x", "default_provider": "ghost"}),
+            "unknown_provider",
+        ),
+    ] {
+        let (st, err) = s
+            .post("/api/v1/orgs/acme/policies", &admin, body.clone())
+            .await;
+        assert_eq!(
+            (st, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_json_errors_with_stable_codes() {
     let env = Env::start().await;
     let s = &env.server;

@@ -170,6 +170,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(ConfigArg { config }) => {
             let file = gateway::config::GatewayFile::load(&config)?;
             gateway::state::ActiveConfig::build(&file.snapshot, 1)?;
+            // Resolves and parses server.redis_url (does not connect).
+            gateway::ownership::build(file.server.redis_url.as_ref())?;
             println!("{}: ok", config.display());
             Ok(())
         }

@@ -126,6 +126,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         },
         max_in_flight: Some(s.max_in_flight),
         gov: gov.clone(),
+        ownership: crate::ownership::build(s.redis_url.as_ref())?,
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");

@@ -62,6 +62,10 @@ pub struct Project {
     pub in_flight: crate::overload::concurrency::InFlightCounter,
     /// `org/project`, rate limits and budget.
     pub policy: crate::limits::ProjectPolicy,
+    /// Endpoint families beyond inference the project may use.
+    pub endpoints: Vec<gateway_schema::EndpointFamily>,
+    /// Provider name (in the project's org) for `/v1` requests that name no model.
+    pub default_provider: Option<Arc<str>>,
 }
 
 impl Project {
@@ -240,6 +244,8 @@ impl ActiveConfig {
                     max_in_flight: p.max_in_flight,
                     in_flight: Default::default(),
                     policy: crate::limits::ProjectPolicy::new(view.slug, p),
+                    endpoints: p.endpoints.clone(),
+                    default_provider: p.default_provider.as_ref().map(|d| Arc::from(d.as_str())),
                 });
                 for k in &p.keys {
                     cfg.keys.insert(

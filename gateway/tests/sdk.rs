@@ -22,6 +22,99 @@ fn python() -> PathBuf {
     venv
 }
 
+const FILES_KEY: &str = "gwk_files_key_for_sdk_tests_0000000000000000000000000000000000000";
+const OTHER_KEY: &str = "gwk_other_key_for_sdk_tests_0000000000000000000000000000000000000";
+
+fn run_script(url: String, key: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_clients.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script)
+        .env("GATEWAY_URL", url)
+        .env("GATEWAY_KEY", key)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn official_sdks_transcribe_upload_list_and_retrieve_where_the_policy_allows() {
+    let up = common::stateful::StatefulUpstream::start().await;
+    let cfg = format!(
+        r#"
+providers:
+  - name: openai
+    kind: openai
+    base_url: "http://{addr}"
+    api_key: "env:TEST_OPENAI_KEY"
+  - name: anthropic
+    kind: anthropic
+    base_url: "http://{addr}"
+    api_key: "env:TEST_ANTHROPIC_KEY"
+routes:
+  - model: "gpt-*"
+    provider: openai
+  - model: "whisper-1"
+    provider: openai
+projects:
+  - slug: files
+    endpoints: [files, batches, message_batches]
+    keys: [{{digest: "{files}"}}]
+  - slug: other
+    endpoints: [files, batches, message_batches]
+    keys: [{{digest: "{other}"}}]
+"#,
+        addr = up.addr,
+        files = digest(FILES_KEY),
+        other = digest(OTHER_KEY),
+    );
+    let gw = GatewayProc::start(&cfg).await;
+    let url = gw.url("");
+    let v = tokio::task::spawn_blocking(move || {
+        run_script(
+            url,
+            FILES_KEY,
+            &[
+                ("GATEWAY_SDK_PART", "objects"),
+                ("GATEWAY_OTHER_KEY", OTHER_KEY),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(v["transcription"], "transcribed 1000 bytes with whisper-1");
+    assert_eq!(v["file_purpose"], "batch");
+    assert_eq!(v["files"], serde_json::json!([true]));
+    assert_eq!(v["retrieved"], true);
+    assert_eq!(
+        v["model"],
+        serde_json::json!({"id": "gpt-4o", "owned_by": "openai"})
+    );
+    assert_eq!(v["other_files"], serde_json::json!([]));
+    for name in [
+        "other_retrieve",
+        "other_delete",
+        "other_content",
+        "other_batch",
+    ] {
+        assert_eq!(v[name], 404, "{name}");
+    }
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["batch_retrieved"], true);
+    assert_eq!(v["batches"], serde_json::json!([true]));
+    assert_eq!(v["other_batches"], serde_json::json!([]));
+    assert_eq!(v["other_batch_retrieve"], 404);
+}
+
 #[tokio::test]
 async fn official_openai_and_anthropic_sdks_work_through_the_gateway() {
     let up = MockUpstream::start().await;

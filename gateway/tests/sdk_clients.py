@@ -34,6 +34,48 @@ if os.environ.get("SDK_SCENARIO") == "retry":
     json.dump(out, sys.stdout)
     sys.exit(0)
 
+if os.environ.get("GATEWAY_SDK_PART") == "objects":
+    # Multipart bodies, model-less requests and provider objects, for a project whose policy
+    # enables files; GATEWAY_OTHER_KEY is another project of the same org.
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    t = oa.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF" + bytes(996), "audio/wav"))
+    out["transcription"] = t.text
+    f = oa.files.create(file=("input.jsonl", b'{"custom_id":"1"}\n'), purpose="batch")
+    out["file_purpose"] = f.purpose
+    out["files"] = [x.id == f.id for x in oa.files.list()]
+    out["retrieved"] = oa.files.retrieve(f.id).id == f.id
+    m = oa.models.retrieve("gpt-4o")
+    out["model"] = {"id": m.id, "owned_by": m.owned_by}
+    other = openai.OpenAI(base_url=f"{base}/v1", api_key=os.environ["GATEWAY_OTHER_KEY"], max_retries=0)
+    out["other_files"] = [x.id for x in other.files.list()]
+    for name, call in [("retrieve", other.files.retrieve), ("delete", other.files.delete), ("content", other.files.content)]:
+        try:
+            call(f.id)
+            out["other_" + name] = "no error"
+        except openai.NotFoundError as e:
+            out["other_" + name] = e.status_code
+    try:
+        other.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        out["other_batch"] = "no error"
+    except openai.NotFoundError as e:
+        out["other_batch"] = e.status_code
+    out["deleted"] = oa.files.delete(f.id).deleted
+    # Anthropic message batches through the native surface, with the Anthropic SDK.
+    an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
+    b = an.messages.batches.create(requests=[{"custom_id": "1", "params": {
+        "model": "claude-3-5-haiku-latest", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}}])
+    out["batch_retrieved"] = an.messages.batches.retrieve(b.id).id == b.id
+    out["batches"] = [x.id == b.id for x in an.messages.batches.list()]
+    other_an = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=os.environ["GATEWAY_OTHER_KEY"], max_retries=0)
+    out["other_batches"] = [x.id for x in other_an.messages.batches.list()]
+    try:
+        other_an.messages.batches.retrieve(b.id)
+        out["other_batch_retrieve"] = "no error"
+    except anthropic.NotFoundError as e:
+        out["other_batch_retrieve"] = e.status_code
+    json.dump(out, sys.stdout)
+    sys.exit(0)
+
 oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
 r = oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 out["openai_text"] = r.choices[0].message.content

@@ -1,10 +1,12 @@
 //! `/api/v1/orgs/{org}/policies`: limits a project is held to — allowed models, body cap,
-//! requests and tokens per minute, monthly budget.
+//! requests and tokens per minute, monthly budget, in-flight cap — and the provider endpoint
+//! families beyond inference it may use (with the default provider for requests that name no
+//! model).
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use gateway_schema::ModelPattern;
+use gateway_schema::{EndpointFamily, ModelPattern};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -54,6 +56,14 @@ pub struct PolicySettings {
     /// beyond it; streams count until they end).
     #[serde(default)]
     pub max_in_flight: Option<u64>,
+    /// Provider endpoint families beyond inference: `files`, `uploads`, `batches`,
+    /// `vector_stores`, `stored_responses`, `fine_tuning`, `message_batches`,
+    /// `anthropic_files`. Objects are owned per project. Absent: inference only.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
+    /// Provider (slug, in this org) for `/v1` requests that name no model (files, batches).
+    #[serde(default)]
+    pub default_provider: Option<String>,
 }
 
 list_type!(PolicyList, Policy);
@@ -98,8 +108,43 @@ fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
             Some(serde_json::to_string(list).map_err(|_| ApiError::internal())?)
         }
     };
+    let endpoints = match &s.endpoints {
+        None => None,
+        Some(list) => {
+            let mut families: Vec<EndpointFamily> = Vec::with_capacity(list.len());
+            for name in list {
+                let f = serde_json::from_value::<EndpointFamily>(serde_json::Value::String(
+                    name.clone(),
+                ))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_policy",
+                        "endpoints: each entry must be one of files, uploads, batches, \
+                         vector_stores, stored_responses, fine_tuning, message_batches, \
+                         anthropic_files",
+                    )
+                })?;
+                if !families.contains(&f) {
+                    families.push(f);
+                }
+            }
+            Some(serde_json::to_string(&families).map_err(|_| ApiError::internal())?)
+        }
+    };
+    let default_provider = match &s.default_provider {
+        None => None,
+        Some(p) => Some(
+            gateway_schema::Slug::parse(p)
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_policy", format!("default_provider: {e}"))
+                })?
+                .to_string(),
+        ),
+    };
     let big = i64::MAX as u64;
     Ok(PolicyFields {
+        endpoints,
+        default_provider,
         allowed_models,
         max_request_bytes: positive("max_request_bytes", s.max_request_bytes, MAX_BODY_CAP)?,
         requests_per_minute: positive("requests_per_minute", s.requests_per_minute, big)?,
@@ -109,6 +154,26 @@ fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
     })
 }
 
+/// A default provider must be one of the org's providers (when it is deleted later, the
+/// snapshot drops it and the gateway falls back as its README says).
+async fn check_default_provider(
+    st: &AppState,
+    org_id: i64,
+    f: &PolicyFields,
+) -> Result<(), ApiError> {
+    let Some(name) = f.default_provider.as_deref() else {
+        return Ok(());
+    };
+    match st.store.provider(org_id, name).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ApiError::bad_request(
+            "unknown_provider",
+            "default_provider names no provider of this org",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn view(r: PolicyRow) -> Result<Policy, ApiError> {
     let allowed_models = match r.allowed_models {
         None => None,
@@ -116,6 +181,13 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             ApiError::from(StoreError::Corrupt(format!("policy allowed_models: {e}")))
         })?),
     };
+    let endpoints =
+        match r.endpoints {
+            None => None,
+            Some(j) => Some(serde_json::from_str(&j).map_err(|e| {
+                ApiError::from(StoreError::Corrupt(format!("policy endpoints: {e}")))
+            })?),
+        };
     let u = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
     Ok(Policy {
         slug: r.slug,
@@ -126,6 +198,8 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             tokens_per_minute: u(r.tokens_per_minute),
             monthly_budget_cents: u(r.monthly_budget_cents),
             max_in_flight: u(r.max_in_flight),
+            endpoints,
+            default_provider: r.default_provider,
         },
         created_at: r.created_at,
     })
@@ -166,6 +240,7 @@ pub async fn create_policy(
     let org = authorized_org(&st, &caller, &p, Need::ConfigWrite).await?;
     let slug = slug::parse("slug", &body.slug)?;
     let f = fields(&body.settings)?;
+    check_default_provider(&st, org.id, &f).await?;
     let row = st.store.create_policy(org.id, slug.as_str(), &f).await?;
     Ok((StatusCode::CREATED, Json(view(row)?)))
 }
@@ -197,6 +272,7 @@ pub async fn update_policy(
 ) -> Result<Json<Policy>, ApiError> {
     let org = authorized_org(&st, &caller, &p, Need::ConfigWrite).await?;
     let f = fields(&body)?;
+    check_default_provider(&st, org.id, &f).await?;
     let row = st
         .store
         .update_policy(org.id, p.get("policy")?.as_str(), &f)

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use gateway_schema::{
-    KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec, ProviderKind, ProviderSpec, RouteSpec,
-    SecretRef, Slug, Snapshot,
+    EndpointFamily, KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec, ProviderKind,
+    ProviderSpec, RouteSpec, SecretRef, Slug, Snapshot,
 };
 
 use crate::store::{ConfigRows, PolicyRow};
@@ -100,6 +100,25 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
                     .map_err(|e| bad("policy", p.policy_id.unwrap_or_default())(e.to_string()))?,
             ),
         };
+        let policy_err = || bad("policy", p.policy_id.unwrap_or_default());
+        let endpoints = match policy.and_then(|pol| pol.endpoints.as_deref()) {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str::<Vec<EndpointFamily>>(json)
+                .map_err(|e| policy_err()(e.to_string()))?,
+        };
+        // A default provider deleted since the policy named it is dropped, not fatal: the
+        // gateway then falls back as documented, and every other change still publishes.
+        let default_provider = match policy.and_then(|pol| pol.default_provider.as_deref()) {
+            None => None,
+            Some(name) => {
+                let name = Slug::parse(name).map_err(|e| policy_err()(e.to_string()))?;
+                orgs[oi]
+                    .providers
+                    .iter()
+                    .any(|pr| pr.name == name)
+                    .then_some(name)
+            }
+        };
         project_at.insert(p.id, (oi, orgs[oi].projects.len()));
         orgs[oi].projects.push(ProjectSpec {
             slug: slug("project", p.id, &p.slug)?,
@@ -110,8 +129,8 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
             tokens_per_minute: positive(policy.and_then(|pol| pol.tokens_per_minute)),
             monthly_budget_cents: positive(policy.and_then(|pol| pol.monthly_budget_cents)),
             max_in_flight: positive(policy.and_then(|pol| pol.max_in_flight)),
-            endpoints: Vec::new(),
-            default_provider: None,
+            endpoints,
+            default_provider,
         });
     }
 
@@ -139,4 +158,90 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
         orgs,
         prices: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OrgRow, ProjectRow, ProviderRow};
+
+    fn rows(endpoints: Option<&str>, default_provider: Option<&str>) -> ConfigRows {
+        ConfigRows {
+            orgs: vec![OrgRow {
+                id: 1,
+                slug: "acme".into(),
+                display_name: "Acme".into(),
+                created_at: 0,
+            }],
+            providers: vec![ProviderRow {
+                id: 1,
+                org_id: 1,
+                slug: "openai".into(),
+                kind: "openai".into(),
+                base_url: "https://api.openai.com".into(),
+                api_key_ref: Some("env:OPENAI_API_KEY".into()),
+                created_at: 0,
+            }],
+            routes: Vec::new(),
+            policies: vec![PolicyRow {
+                id: 1,
+                org_id: 1,
+                slug: "files".into(),
+                allowed_models: None,
+                max_request_bytes: None,
+                requests_per_minute: None,
+                tokens_per_minute: None,
+                monthly_budget_cents: None,
+                created_at: 0,
+                max_in_flight: None,
+                endpoints: endpoints.map(str::to_owned),
+                default_provider: default_provider.map(str::to_owned),
+            }],
+            projects: vec![ProjectRow {
+                id: 1,
+                org_id: 1,
+                slug: "web".into(),
+                display_name: "Web".into(),
+                policy_id: Some(1),
+                created_at: 0,
+            }],
+            keys: Vec::new(),
+        }
+    }
+
+    fn project(rows: &ConfigRows) -> ProjectSpec {
+        compile(rows)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .orgs
+            .remove(0)
+            .projects
+            .remove(0)
+    }
+
+    #[test]
+    fn a_policy_brings_its_endpoint_families_and_default_provider() {
+        let p = project(&rows(Some(r#"["files","batches"]"#), Some("openai")));
+        assert_eq!(
+            p.endpoints,
+            vec![EndpointFamily::Files, EndpointFamily::Batches]
+        );
+        assert_eq!(
+            p.default_provider.as_ref().map(Slug::as_str),
+            Some("openai")
+        );
+        let p = project(&rows(None, None));
+        assert!(p.endpoints.is_empty());
+        assert_eq!(p.default_provider, None);
+    }
+
+    #[test]
+    fn a_deleted_default_provider_is_dropped_not_fatal() {
+        let p = project(&rows(None, Some("gone")));
+        assert_eq!(p.default_provider, None);
+    }
+
+    #[test]
+    fn a_corrupt_endpoint_list_is_a_compile_error() {
+        assert!(compile(&rows(Some(r#"["everything"]"#), None)).is_err());
+    }
 }

@@ -20,6 +20,12 @@ pub struct PolicyRow {
     /// Absent in backups written before the column existed.
     #[serde(default)]
     pub max_in_flight: Option<i64>,
+    /// JSON array of endpoint family names, or NULL for none (inference only).
+    #[serde(default)]
+    pub endpoints: Option<String>,
+    /// Provider slug for `/v1` requests that name no model, or NULL.
+    #[serde(default)]
+    pub default_provider: Option<String>,
 }
 
 /// The settable fields of a policy.
@@ -31,6 +37,8 @@ pub struct PolicyFields {
     pub tokens_per_minute: Option<i64>,
     pub monthly_budget_cents: Option<i64>,
     pub max_in_flight: Option<i64>,
+    pub endpoints: Option<String>,
+    pub default_provider: Option<String>,
 }
 
 const TABLE: OrgTable = OrgTable {
@@ -40,7 +48,8 @@ const TABLE: OrgTable = OrgTable {
 };
 
 const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
-                    tokens_per_minute, monthly_budget_cents, created_at, max_in_flight";
+                    tokens_per_minute, monthly_budget_cents, created_at, max_in_flight, \
+                    endpoints, default_provider";
 
 impl Store {
     /// Creates a policy.
@@ -53,7 +62,8 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "INSERT INTO policies (org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
+             max_in_flight, endpoints, default_provider) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLS}"
         ))
         .bind(org_id)
         .bind(slug)
@@ -64,6 +74,8 @@ impl Store {
         .bind(f.monthly_budget_cents)
         .bind(now_secs())
         .bind(f.max_in_flight)
+        .bind(f.endpoints.clone())
+        .bind(f.default_provider.clone())
         .fetch_one(self.pool())
         .await
         .map_err(|e| {
@@ -85,7 +97,7 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "UPDATE policies SET allowed_models = $3, max_request_bytes = $4, \
              requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7, \
-             max_in_flight = $8 \
+             max_in_flight = $8, endpoints = $9, default_provider = $10 \
              WHERE org_id = $1 AND slug = $2 RETURNING {COLS}"
         ))
         .bind(org_id)
@@ -96,6 +108,8 @@ impl Store {
         .bind(f.tokens_per_minute)
         .bind(f.monthly_budget_cents)
         .bind(f.max_in_flight)
+        .bind(f.endpoints.clone())
+        .bind(f.default_provider.clone())
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("policy"))

@@ -16,7 +16,8 @@ pub async fn populate(s: &TestServer, admin: &str) -> String {
         (
             "/api/v1/orgs/acme/policies",
             json!({"slug": "std", "allowed_models": ["gpt-*"], "max_request_bytes": 4096,
-                   "requests_per_minute": 60, "tokens_per_minute": 1000, "monthly_budget_cents": 999}),
+                   "requests_per_minute": 60, "tokens_per_minute": 1000, "monthly_budget_cents": 999,
+                   "endpoints": ["files", "batches"]}),
         ),
         (
             "/api/v1/orgs/acme/projects",

@@ -72,6 +72,10 @@ pub struct ServerSettings {
     /// Where rate limits and spend are counted (Redis shares them between replicas).
     #[serde(default)]
     pub limits: Option<super::LimitsSettings>,
+    /// Redis shared by every gateway (`env:NAME` or `file:/path` holding `redis://...`):
+    /// object ownership is kept there when set, else in this process only.
+    #[serde(default)]
+    pub redis_url: Option<SecretRef>,
 }
 
 fn default_max_in_flight() -> u64 {
@@ -146,6 +150,7 @@ impl Default for ServerSettings {
             body_memory_budget_bytes: None,
             max_in_flight: default_max_in_flight(),
             limits: None,
+            redis_url: None,
         }
     }
 }

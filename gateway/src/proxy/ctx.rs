@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub project_slot: Option<crate::overload::concurrency::Slot>,
     /// Limits, budget and usage metering of an admitted request.
     pub gov: Option<crate::governance::RequestGov>,
+    /// Provider objects this response creates or lists (ownership tracking).
+    pub objects: Option<Box<crate::ownership::tracker::Tracker>>,
     _in_flight: InFlight,
 }
 
@@ -97,6 +99,7 @@ impl RequestCtx {
             body_reservation: None,
             project_slot: None,
             gov: None,
+            objects: None,
             _in_flight: in_flight,
         }
     }

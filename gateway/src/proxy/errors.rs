@@ -2,6 +2,7 @@
 //! `code`, so SDKs surface it cleanly.
 
 use bytes::Bytes;
+use gateway_schema::ProviderKind;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -57,6 +58,18 @@ pub enum Reject {
     BudgetExceeded(Box<BudgetExceeded>),
     /// The shared (Redis) limiter is unavailable and fails closed.
     LimiterUnavailable,
+    /// The endpoint is not in the allowlist, or its family is not enabled for the project;
+    /// `admin`: it administers the provider account and is never forwarded.
+    EndpointNotAllowed { admin: bool },
+    /// A provider object the project does not own (or that does not exist), answered in
+    /// the provider's own not-found shape.
+    ObjectNotFound { kind: ProviderKind },
+    /// A `/v1` request without a model, and no default provider for the project.
+    NoDefaultProvider,
+    /// The `multipart/form-data` body is malformed.
+    InvalidMultipart,
+    /// Object ownership could not be checked (the shared store is unreachable).
+    OwnershipUnavailable,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -65,16 +78,22 @@ impl Reject {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Self::UnknownPath | Self::ModelNotFound => 404,
+            Self::UnknownPath | Self::ModelNotFound | Self::ObjectNotFound { .. } => 404,
             Self::MissingKey | Self::InvalidKey | Self::RevokedKey | Self::ExpiredKey => 401,
             Self::BodyTooLarge { .. } => 413,
             Self::BodyTimeout => 408,
-            Self::InvalidPath | Self::BodyRead | Self::InvalidJson | Self::MissingModel => 400,
-            Self::ModelNotAllowed => 403,
+            Self::InvalidPath
+            | Self::BodyRead
+            | Self::InvalidJson
+            | Self::MissingModel
+            | Self::NoDefaultProvider
+            | Self::InvalidMultipart => 400,
+            Self::ModelNotAllowed | Self::EndpointNotAllowed { .. } => 403,
             Self::ProviderKeyMissing
             | Self::NoSnapshot
             | Self::Overloaded
-            | Self::LimiterUnavailable => 503,
+            | Self::LimiterUnavailable
+            | Self::OwnershipUnavailable => 503,
             Self::ConcurrencyLimit => 429,
             Self::UpstreamConnect | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
@@ -109,6 +128,11 @@ impl Reject {
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::LimiterUnavailable => "rate_limiter_unavailable",
+            Self::EndpointNotAllowed { .. } => "endpoint_not_allowed",
+            Self::ObjectNotFound { .. } => "object_not_found",
+            Self::NoDefaultProvider => "no_default_provider",
+            Self::InvalidMultipart => "invalid_multipart",
+            Self::OwnershipUnavailable => "ownership_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -123,7 +147,9 @@ impl Reject {
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",
-            404 if *self == Self::ModelNotFound => "invalid_request_error",
+            404 if matches!(self, Self::ModelNotFound | Self::ObjectNotFound { .. }) => {
+                "invalid_request_error"
+            }
             404 => "not_found_error",
             500..=599 => "server_error",
             _ => "invalid_request_error",
@@ -176,12 +202,29 @@ impl Reject {
                 b.resets_at
             ),
             Self::LimiterUnavailable => "The rate limiter is unavailable; retry shortly.".into(),
+            Self::EndpointNotAllowed { admin: true } => "Account administration endpoints are never forwarded by this gateway.".into(),
+            Self::EndpointNotAllowed { admin: false } => "This endpoint is not enabled for this project (see the project's `endpoints` policy).".into(),
+            Self::ObjectNotFound { .. } => "No such object: it does not exist or this project cannot access it.".into(),
+            Self::NoDefaultProvider => "This request names no model and the project has no default provider: set the project's `default_provider`.".into(),
+            Self::InvalidMultipart => "The multipart/form-data body is malformed.".into(),
+            Self::OwnershipUnavailable => "Object ownership cannot be checked right now; retry shortly.".into(),
             Self::Internal => "Internal gateway error.".into(),
         }
     }
 
     /// The JSON body.
     pub fn body(&self) -> Bytes {
+        if let Self::ObjectNotFound {
+            kind: ProviderKind::Anthropic,
+        } = self
+        {
+            // Anthropic's own shape, so its SDK sees the same thing as for a missing id.
+            let v = serde_json::json!({
+                "type": "error",
+                "error": {"type": "not_found_error", "message": self.message()},
+            });
+            return Bytes::from(v.to_string());
+        }
         let v = serde_json::json!({
             "error": {
                 "message": self.message(),

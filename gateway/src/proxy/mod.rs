@@ -6,6 +6,7 @@
 pub mod ctx;
 pub mod errors;
 mod logging;
+mod models;
 mod request;
 mod response;
 mod upstream;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub max_in_flight: Option<u64>,
     /// Rate limits, budgets and usage counting.
     pub gov: Arc<crate::governance::Governor>,
+    /// Who owns which provider object (files, batches, stored responses...).
+    pub ownership: Arc<dyn crate::ownership::OwnershipStore>,
 }
 
 #[async_trait]

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use gateway_schema::ProviderKind;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
-use super::Gateway;
+use super::{models, Gateway};
+use crate::body_model::BodyModel;
 use crate::routing::{self, Surface};
 use crate::state::ActiveConfig;
-use crate::{auth, body};
+use crate::{auth, body, default_provider, endpoints, isolation};
 
 /// Returns `Ok(true)` when the gateway answered the request itself.
 pub async fn request_filter(
@@ -84,7 +86,6 @@ async fn admit(
     let gov = ctx
         .gov
         .insert(gw.gov.admit(&project.policy, &key.policy, now_ms).await?);
-
     let mut reservation = gw.body_budget.reservation();
     let read = body::read_capped(
         session,
@@ -104,61 +105,105 @@ async fn admit(
     let req = session.req_header();
     let path = req.uri.path();
     let query = req.uri.query();
-    match surface {
+    let body = BodyModel::new(&req.headers, body.as_ref());
+    let (idx, provider_path) = match surface {
         Surface::OpenAi => {
-            let Some(body) = body.filter(|b| !b.is_empty()) else {
-                if req.method == "GET" && (path == "/v1/models" || path == "/v1/models/") {
+            if req.method == "GET" && body.body().is_none() {
+                if path == "/v1/models" || path == "/v1/models/" {
                     write_model_list(session, cfg, project_idx, &ctx.request_id).await?;
                     return Ok(Admitted::Answered);
                 }
-                return Err(Reject::MissingModel);
+                if let Some(m) = models::retrieve_id(path).map(str::to_owned) {
+                    models::write_model(session, cfg, project_idx, &m, &ctx.request_id).await?;
+                    return Ok(Admitted::Answered);
+                }
+            }
+            let idx = match &body.model()? {
+                Some(model) => {
+                    let route = org.route(model).ok_or(Reject::ModelNotFound)?;
+                    if !project.allows(model) {
+                        return Err(Reject::ModelNotAllowed);
+                    }
+                    ctx.body = match &route.upstream_model {
+                        Some(m) if **m != **model => body.rewrite(m)?,
+                        _ => body.body().cloned(),
+                    };
+                    gov.plan(
+                        cfg.providers[route.provider].kind,
+                        path,
+                        &mut ctx.body,
+                        Some(route.upstream_model.as_deref().unwrap_or(model.as_ref())),
+                    );
+                    ctx.model_label = Some(route.label.clone());
+                    route.provider
+                }
+                None => {
+                    // Only endpoints that create or name objects may omit the model.
+                    let endpoint = endpoints::classify(
+                        ProviderKind::Openai,
+                        &req.method,
+                        path,
+                        &project.endpoints,
+                    )?;
+                    if endpoint.family.is_none() {
+                        return Err(Reject::MissingModel);
+                    }
+                    ctx.body = body.body().cloned();
+                    ctx.model_label = Some(Arc::from("none"));
+                    let idx = default_provider::resolve(cfg, org, project)?;
+                    gov.plan(cfg.providers[idx].kind, path, &mut ctx.body, None);
+                    idx
+                }
             };
-            let model = routing::model_of(&body)?.ok_or(Reject::MissingModel)?;
-            let route = org.route(&model).ok_or(Reject::ModelNotFound)?;
-            if !project.allows(&model) {
-                return Err(Reject::ModelNotAllowed);
-            }
-            let provider = &cfg.providers[route.provider];
-            if provider.key_missing {
-                return Err(Reject::ProviderKeyMissing);
-            }
-            ctx.body = Some(match &route.upstream_model {
-                Some(m) if **m != *model => routing::rewrite_model(&body, m)?,
-                _ => body.clone(),
-            });
-            ctx.provider = Some(route.provider);
-            ctx.model_label = Some(route.label.clone());
-            ctx.upstream_path = Some(routing::upstream_path(&provider.base_path, path, query));
-            let sent_model = route.upstream_model.as_deref().unwrap_or(&model);
-            gov.plan(provider.kind, path, &mut ctx.body, Some(sent_model));
+            (idx, path)
         }
         Surface::Native { rest_start } => {
             let idx = routing::native_provider(org, path, rest_start)?;
-            let provider = &cfg.providers[idx];
-            if provider.key_missing {
-                return Err(Reject::ProviderKeyMissing);
-            }
             if project.allowed_models.is_some() {
-                // A restricted project must name an allowed model whenever it sends a body,
-                // so a non-JSON body cannot slip past the model policy.
-                if let Some(b) = body.as_ref().filter(|b| !b.is_empty()) {
-                    match routing::model_of(b) {
-                        Ok(Some(m)) if project.allows(&m) => {}
-                        _ => return Err(Reject::ModelNotAllowed),
+                // A restricted project must name an allowed model whenever it sends a body to
+                // an inference endpoint, so an unreadable body cannot slip past the model
+                // policy; a named model must be allowed on any endpoint.
+                let kind = cfg.providers[idx].kind;
+                match body.model_if_any()? {
+                    Some(m) if !project.allows(&m) => return Err(Reject::ModelNotAllowed),
+                    None if body.body().is_some()
+                        && endpoints::is_inference(kind, &req.method, &path[rest_start..]) =>
+                    {
+                        return Err(Reject::ModelNotAllowed)
                     }
+                    _ => {}
                 }
             }
-            ctx.body = body.filter(|b| !b.is_empty());
-            gov.plan(provider.kind, &path[rest_start..], &mut ctx.body, None);
-            ctx.provider = Some(idx);
-            ctx.model_label = Some(Arc::from("native"));
-            ctx.upstream_path = Some(routing::upstream_path(
-                &provider.base_path,
+            ctx.body = body.body().cloned();
+            gov.plan(
+                cfg.providers[idx].kind,
                 &path[rest_start..],
-                query,
-            ));
+                &mut ctx.body,
+                None,
+            );
+            ctx.model_label = Some(Arc::from("native"));
+            (idx, &path[rest_start..])
         }
+    };
+    let provider = &cfg.providers[idx];
+    if provider.key_missing {
+        return Err(Reject::ProviderKeyMissing);
     }
+    let request = isolation::Request {
+        cfg,
+        project: project_idx,
+        provider: idx,
+        method: &req.method,
+        path: provider_path,
+        body: body.scannable(),
+    };
+    ctx.objects = isolation::check(&gw.ownership, request).await?;
+    ctx.provider = Some(idx);
+    ctx.upstream_path = Some(routing::upstream_path(
+        &provider.base_path,
+        provider_path,
+        query,
+    ));
     Ok(Admitted::Proxy)
 }
 

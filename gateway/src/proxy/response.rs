@@ -22,6 +22,10 @@ pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingo
     if let Some(gov) = ctx.gov.as_mut() {
         gov.on_response_head(resp)?;
     }
+    // After governance, which reads the provider's own head.
+    if let Some(objects) = ctx.objects.as_mut() {
+        objects.on_response_header(resp)?;
+    }
     Ok(())
 }
 
@@ -30,6 +34,10 @@ pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingo
 pub fn response_body_filter(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
     if let Some(gov) = ctx.gov.as_mut() {
         gov.on_response_body(body, end_of_stream);
+    }
+    // After governance, which counts usage from the provider's own bytes.
+    if let Some(objects) = ctx.objects.as_mut() {
+        objects.on_body(body, end_of_stream);
     }
     if let Some(b) = body {
         ctx.response_bytes += b.len();

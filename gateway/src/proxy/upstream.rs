@@ -111,7 +111,8 @@ pub fn upstream_request_filter(
         req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
     }
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
-    // Usage is counted from the response: ask for it uncompressed (gzip is decoded anyway).
+    // Usage is counted (and object ids read) from the response: ask for it uncompressed
+    // (gzip is decoded anyway for usage; ownership treats it as unreadable).
     req.insert_header("accept-encoding", "identity")?;
 
     if let Some(body) = &ctx.body {

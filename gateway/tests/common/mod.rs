@@ -16,6 +16,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use gateway_schema::KeyDigest;
 
+pub mod stateful;
+
 /// The provider keys the gateway process gets through its environment.
 pub const OPENAI_UPSTREAM_KEY: &str = "sk-upstream-openai-SECRET-0001";
 pub const ANTHROPIC_UPSTREAM_KEY: &str = "sk-ant-upstream-SECRET-0002";
