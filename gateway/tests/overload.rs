@@ -60,6 +60,19 @@ async fn half_sent_body(port: u16, key: &str, len: usize, sent: usize) -> tokio:
     s
 }
 
+/// Waits until the mock provider has received `n` requests (streams are then in flight).
+async fn wait_seen(up: &MockUpstream, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while up.count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provider saw {} of {n} requests",
+            up.count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_used(gw: &GatewayProc, what: &str, pred: impl Fn(i64) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -197,14 +210,7 @@ async fn a_project_over_its_in_flight_cap_gets_429_and_streams_count_until_they_
     let s1 = spawn_slow_chat_stream(url.clone(), 300);
     let s2 = spawn_slow_chat_stream(url.clone(), 300);
     // Both streams are in flight once the provider has seen them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while up.count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "streams did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_seen(&up, 2).await;
     let third = post_json(
         &gw,
         "/v1/chat/completions",
@@ -247,11 +253,7 @@ async fn the_gateway_wide_in_flight_cap_refuses_the_excess() {
     let gw = gateway(up.addr, "  max_in_flight: 1\n").await;
     let url = gw.url("/v1/chat/completions");
     let s1 = spawn_slow_chat_stream(url, 300);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while up.count() < 1 {
-        assert!(std::time::Instant::now() < deadline, "stream did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_seen(&up, 1).await;
     let r = post_json(
         &gw,
         "/v1/chat/completions",
@@ -277,11 +279,7 @@ async fn one_tenant_at_its_limits_does_not_take_the_others_or_the_admin_port_dow
     let big = half_sent_body(gw.port, DEMO_KEY, 900_000, 10).await;
     wait_used(&gw, "the big body is reserved", |u| u == 900_000).await;
     let stream = spawn_slow_chat_stream(gw.url("/v1/chat/completions"), 300);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while up.count() < 1 {
-        assert!(std::time::Instant::now() < deadline, "stream did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_seen(&up, 1).await;
     let shed = post_json(
         &gw,
         "/v1/chat/completions",

@@ -154,34 +154,31 @@ impl Store {
 
     /// Records a gateway's status report (insert or replace).
     pub async fn upsert_gateway(&self, g: &GatewayRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO gateways (id, address, source_addr, version, unresolved, last_error, last_seen_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
-             source_addr = excluded.source_addr, version = excluded.version, \
-             unresolved = excluded.unresolved, last_error = excluded.last_error, \
-             last_seen_ms = excluded.last_seen_ms",
+        self.save_gateway(
+            g,
+            "address = excluded.address, source_addr = excluded.source_addr, \
+             version = excluded.version, unresolved = excluded.unresolved, \
+             last_error = excluded.last_error, last_seen_ms = excluded.last_seen_ms",
         )
-        .bind(&g.id)
-        .bind(&g.address)
-        .bind(&g.source_addr)
-        .bind(g.version)
-        .bind(&g.unresolved)
-        .bind(g.last_error.clone())
-        .bind(g.last_seen_ms)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Records that a gateway opened its stream (keeps what its last report said).
     pub async fn touch_gateway(&self, g: &GatewayRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO gateways (id, address, source_addr, version, unresolved, last_error, last_seen_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (id) DO UPDATE SET source_addr = excluded.source_addr, \
-             version = excluded.version, last_seen_ms = excluded.last_seen_ms",
+        self.save_gateway(
+            g,
+            "source_addr = excluded.source_addr, version = excluded.version, \
+             last_seen_ms = excluded.last_seen_ms",
         )
+        .await
+    }
+
+    /// Inserts `g`, or on an existing id applies `on_conflict` (a fixed `SET` list).
+    async fn save_gateway(&self, g: &GatewayRow, on_conflict: &str) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO gateways (id, address, source_addr, version, unresolved, last_error, last_seen_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET {on_conflict}"
+        ))
         .bind(&g.id)
         .bind(&g.address)
         .bind(&g.source_addr)
