@@ -1,11 +1,11 @@
 //! `GET /api/v1/audit`: the audit log, for auditors and admins (on `*`).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{list_type, next_cursor, ListQuery};
+use super::{list_type, next_cursor, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::rbac::Need;
@@ -29,6 +29,7 @@ pub struct AuditQuery {
     /// Request id (`x-request-id`), exactly.
     pub request_id: Option<String>,
     /// At most this many items (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -40,7 +41,7 @@ pub struct AuditQuery {
 pub async fn query_audit(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
     caller.authorize(None, Need::ReadAudit)?;
     let page: Page = ListQuery {

@@ -1,7 +1,7 @@
 //! `/api/v1/orgs/{org}/projects/{project}/keys`: virtual keys. The plaintext is returned once,
 //! at creation; only its SHA-256 digest and a display prefix are stored.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gateway_schema::MintedKey;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orgs::authorized_org;
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::PathSlugs;
@@ -98,7 +98,7 @@ pub async fn list_keys(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<KeyList>, ApiError> {
     let page = q.page()?;
     let project = authorized_project(&st, &caller, &p, Need::ConfigRead).await?;

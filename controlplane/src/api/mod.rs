@@ -2,6 +2,7 @@
 //! document is generated from the same handlers that serve and cannot drift from them.
 
 pub mod audit;
+pub mod contract;
 pub mod gateways;
 pub mod internal;
 pub mod keys;
@@ -14,7 +15,8 @@ pub mod snapshots;
 pub mod usage;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,11 +51,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A query string whose rejections are API errors (400 `invalid_query`), not axum's
+/// `text/plain` answers.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
 /// Cursor pagination parameters of list endpoints.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// At most this many items (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -139,7 +157,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The documented API routes and the OpenAPI document describing exactly them.
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orgs::list_orgs, orgs::create_org))
         .routes(routes!(orgs::get_org, orgs::delete_org))
         .routes(routes!(projects::list_projects, projects::create_project))
@@ -170,7 +188,10 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::query_audit))
         .routes(routes!(gateways::list_gateways))
         .routes(routes!(usage::get_usage))
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    contract::complete(&mut doc);
+    (router, doc)
 }
 
 /// `GET /api/v1/openapi.json` (any authenticated caller).
@@ -195,5 +216,7 @@ pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
         .route("/healthz", get(crate::admin::healthz))
         .route("/readyz", get(crate::admin::readyz))
         .with_state(st)
-        .merge(doc_router))
+        .merge(doc_router)
+        .fallback(contract::unknown_route)
+        .method_not_allowed_fallback(contract::method_not_allowed))
 }

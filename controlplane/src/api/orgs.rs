@@ -1,12 +1,12 @@
 //! `/api/v1/orgs`: tenants' top level.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::{self, PathSlugs};
@@ -18,6 +18,11 @@ use crate::store::OrgRow;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Org {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Human-readable name.
     pub display_name: String,
@@ -42,6 +47,11 @@ list_type!(OrgList, Org);
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     /// Identifier: lowercase letters, digits and inner hyphens, 1–63 characters.
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Human-readable name (defaults to the slug).
     #[serde(default)]
@@ -78,7 +88,7 @@ pub async fn authorized_org(
 pub async fn list_orgs(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<OrgList>, ApiError> {
     let page = q.page()?;
     let visible = caller.grants.visible_orgs();

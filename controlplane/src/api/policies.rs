@@ -3,7 +3,7 @@
 //! families beyond inference it may use (with the default provider for requests that name no
 //! model).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gateway_schema::{EndpointFamily, ModelPattern};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orgs::authorized_org;
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::{self, PathSlugs};
@@ -26,6 +26,11 @@ const MAX_BODY_CAP: u64 = gateway_schema::MAX_REQUEST_BYTES_LIMIT;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Policy {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     #[serde(flatten)]
     #[schema(inline)]
@@ -73,6 +78,11 @@ list_type!(PolicyList, Policy);
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     #[serde(flatten)]
     #[schema(inline)]
@@ -213,7 +223,7 @@ pub async fn list_policies(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<PolicyList>, ApiError> {
     let page = q.page()?;
     let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;

@@ -1,13 +1,13 @@
 //! `/api/v1/orgs/{org}/projects`: tenants whose virtual keys call the gateway.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orgs::{authorized_org, display_name};
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::{self, PathSlugs};
@@ -19,6 +19,11 @@ use crate::store::{ProjectRow, Store, StoreError};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Project {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Human-readable name.
     pub display_name: String,
@@ -35,6 +40,11 @@ list_type!(ProjectList, Project);
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Human-readable name (defaults to the slug).
     #[serde(default)]
@@ -94,7 +104,7 @@ pub async fn list_projects(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ProjectList>, ApiError> {
     let page = q.page()?;
     let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;

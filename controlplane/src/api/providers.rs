@@ -1,7 +1,7 @@
 //! `/api/v1/orgs/{org}/providers`: upstream APIs. A provider holds only a *reference* to its
 //! key (`env:NAME`, `file:/path`), resolved by the gateway; the control plane never sees keys.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gateway_schema::{ProviderKind, SecretRef};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orgs::authorized_org;
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::{self, PathSlugs};
@@ -21,6 +21,11 @@ use crate::store::ProviderRow;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Provider {
     /// Identifier (a slug; also the gateway's pass-through prefix).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// `openai`, `anthropic` or `openai-compatible`.
     pub kind: String,
@@ -51,6 +56,11 @@ list_type!(ProviderList, Provider);
 #[serde(deny_unknown_fields)]
 pub struct CreateProvider {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     #[serde(flatten)]
     #[schema(inline)]
@@ -128,7 +138,7 @@ pub async fn list_providers(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ProviderList>, ApiError> {
     let page = q.page()?;
     let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;

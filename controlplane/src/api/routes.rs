@@ -1,6 +1,6 @@
 //! `/api/v1/orgs/{org}/routes`: which provider serves a model name.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use gateway_schema::ModelPattern;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orgs::authorized_org;
-use super::{list_type, next_cursor, ApiJson, ListQuery};
+use super::{list_type, next_cursor, ApiJson, ApiQuery, ListQuery};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::{self, PathSlugs};
@@ -20,6 +20,11 @@ use crate::store::{RouteRow, Store, StoreError};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Route {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Model name or `prefix*` pattern.
     pub model: String,
@@ -38,6 +43,11 @@ list_type!(RouteList, Route);
 #[serde(deny_unknown_fields)]
 pub struct CreateRoute {
     /// Identifier (a slug).
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub slug: String,
     /// Model name or `prefix*` pattern.
     pub model: String,
@@ -66,7 +76,7 @@ pub async fn list_routes(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<RouteList>, ApiError> {
     let page = q.page()?;
     let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;

@@ -1,12 +1,13 @@
 //! `GET /api/v1/orgs/{org}/usage`: exact token counts and cost, summed and grouped, from the
 //! records gateways report (streams included; never estimates).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::orgs::authorized_org;
+use super::ApiQuery;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::PathSlugs;
@@ -115,7 +116,7 @@ pub async fn get_usage(
     State(st): State<AppState>,
     caller: Caller,
     p: PathSlugs,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let org = authorized_org(&st, &caller, &p, Need::ConfigRead).await?;
     let g = grouping(q.group_by.as_deref())?;
