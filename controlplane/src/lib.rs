@@ -144,6 +144,24 @@ pub fn app(st: AppState) -> Result<axum::Router, RunError> {
         .layer(from_fn_with_state(st, headers::edge)))
 }
 
+/// A plain-HTTP server on `listener` that closes a connection whose request head is not
+/// complete within `head_timeout`. hyper starts that timer whenever it waits for a head, so an
+/// idle keep-alive connection is closed after the same time.
+fn plain_server(
+    listener: std::net::TcpListener,
+    handle: axum_server::Handle<SocketAddr>,
+    head_timeout: Duration,
+) -> std::io::Result<axum_server::Server<SocketAddr>> {
+    let mut server = axum_server::from_tcp(listener)?
+        .handle(handle)
+        .first_request_timeout(head_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(head_timeout);
+    Ok(server)
+}
+
 /// Runs the API on `listener` and the admin endpoints on `admin_listener` until `shutdown`
 /// completes, then drains in-flight requests.
 pub async fn run(
@@ -200,14 +218,9 @@ pub async fn run(
     let api = async move {
         match tls {
             None => {
-                let mut server = axum_server::from_tcp(std_listener)?
-                    .handle(handle)
-                    .first_request_timeout(head_timeout);
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(head_timeout);
-                server.serve(make_api).await
+                plain_server(std_listener, handle, head_timeout)?
+                    .serve(make_api)
+                    .await
             }
             Some(cfg) => {
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
@@ -226,10 +239,19 @@ pub async fn run(
             }
         }
     };
-    let admin = axum::serve(admin_listener, admin::router(st.clone()))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
+    // The admin port gets the same head deadline: a probe never needs more, and a slow client
+    // must not hold a descriptor of the port Kubernetes checks liveness on.
+    let admin_handle = axum_server::Handle::new();
+    let h = admin_handle.clone();
+    let admin_rx = stop_rx.clone();
+    tokio::spawn(async move {
+        wait(admin_rx).await;
+        h.graceful_shutdown(None);
+    });
+    let admin = plain_server(admin_listener.into_std()?, admin_handle, head_timeout)?
+        .serve(admin::router(st.clone()).into_make_service());
     tracing::info!(%addr, tls = st.config.server.tls.is_some(), "control plane listening");
-    let servers = async { tokio::try_join!(api, async { admin.await }) };
+    let servers = async { tokio::try_join!(api, admin) };
     tokio::pin!(servers);
     tokio::select! {
         r = &mut servers => { r?; }
