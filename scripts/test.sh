@@ -35,3 +35,5 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace
+log "schemathesis against a live control plane"
+scripts/schemathesis.sh

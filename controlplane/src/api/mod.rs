@@ -74,6 +74,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -204,7 +205,10 @@ async fn openapi_json(
 
 /// The full API router (before middleware): documented routes, the document, internal calls.
 pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
-    let (api, doc) = documented();
+    let (api, mut doc) = documented();
+    if matches!(*st.auth, crate::auth::Authenticator::DevHeaders) {
+        contract::document_dev_headers(&mut doc);
+    }
     let doc = std::sync::Arc::new(serde_json::to_value(&doc)?);
     let doc_router = Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))

@@ -55,6 +55,10 @@ pub struct CreateOrg {
     pub slug: String,
     /// Human-readable name (defaults to the slug).
     #[serde(default)]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,200}$",
+        max_length = 200
+    )]
     pub display_name: Option<String>,
 }
 

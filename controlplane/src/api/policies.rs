@@ -47,6 +47,7 @@ pub struct PolicySettings {
     pub allowed_models: Option<Vec<String>>,
     /// Request-body cap in bytes (1 to 1 GiB).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1073741824)]
     pub max_request_bytes: Option<u64>,
     /// Requests per minute.
     #[serde(default)]
@@ -68,6 +69,11 @@ pub struct PolicySettings {
     pub endpoints: Option<Vec<String>>,
     /// Provider (slug, in this org) for `/v1` requests that name no model (files, batches).
     #[serde(default)]
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub default_provider: Option<String>,
 }
 

@@ -28,6 +28,11 @@ pub struct Project {
     /// Human-readable name.
     pub display_name: String,
     /// The policy applied, by slug.
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub policy: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
@@ -48,9 +53,18 @@ pub struct CreateProject {
     pub slug: String,
     /// Human-readable name (defaults to the slug).
     #[serde(default)]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,200}$",
+        max_length = 200
+    )]
     pub display_name: Option<String>,
     /// A policy of the same org, by slug.
     #[serde(default)]
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub policy: Option<String>,
 }
 
@@ -60,9 +74,18 @@ pub struct CreateProject {
 pub struct UpdateProject {
     /// Human-readable name (unchanged when absent).
     #[serde(default)]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,200}$",
+        max_length = 200
+    )]
     pub display_name: Option<String>,
     /// A policy of the same org, by slug. `PUT` replaces: absent or null detaches.
     #[serde(default)]
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub policy: Option<String>,
 }
 

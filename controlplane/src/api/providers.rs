@@ -28,6 +28,7 @@ pub struct Provider {
     )]
     pub slug: String,
     /// `openai`, `anthropic` or `openai-compatible`.
+    #[schema(pattern = "^(openai|anthropic|openai-compatible)$")]
     pub kind: String,
     /// Base URL.
     pub base_url: String,
@@ -71,6 +72,7 @@ pub struct CreateProvider {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProviderSettings {
     /// `openai`, `anthropic` or `openai-compatible`.
+    #[schema(pattern = "^(openai|anthropic|openai-compatible)$")]
     pub kind: String,
     /// `http(s)://host[:port][/path]`, without credentials, query or fragment.
     pub base_url: String,

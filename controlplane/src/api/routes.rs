@@ -27,10 +27,25 @@ pub struct Route {
     )]
     pub slug: String,
     /// Model name or `prefix*` pattern.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f*]{1,64}\\*?$",
+        min_length = 1,
+        max_length = 65
+    )]
     pub model: String,
     /// Provider slug.
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub provider: String,
     /// Model name sent upstream instead (aliases).
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f*]{1,64}$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub upstream_model: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
@@ -50,11 +65,26 @@ pub struct CreateRoute {
     )]
     pub slug: String,
     /// Model name or `prefix*` pattern.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f*]{1,64}\\*?$",
+        min_length = 1,
+        max_length = 65
+    )]
     pub model: String,
     /// Provider slug in the same org.
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub provider: String,
     /// Model name sent upstream instead.
     #[serde(default)]
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f*]{1,64}$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub upstream_model: Option<String>,
 }
 
