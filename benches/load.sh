@@ -23,7 +23,7 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 for tool in nginx wrk; do
   command -v $tool >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null; break; }
 done
-cargo build --release -p gateway --bin gateway --example bare_pingora 2>&1 | tail -1
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -p gateway --bin gateway --example bare_pingora 2>&1 | tail -1
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOCK_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); BARE_PORT=$(free_port)

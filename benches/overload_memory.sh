@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-150}; BODY_MB=${BODY_MB:-6}; BUDGET_MB=${BUDGET_MB:-256}
-cargo build --release -p gateway --bin gateway 2>&1 | tail -1
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -p gateway --bin gateway 2>&1 | tail -1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); ADMIN=$(free_port); UP=$(free_port)
 DIR=$(mktemp -d)

@@ -39,10 +39,19 @@ async fn mock_upstream() -> std::net::SocketAddr {
             r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
         )
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Its own thread and runtime: the in-process control plane's compile must not starve it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            let _ = axum::serve(l, app).await;
+        });
     });
     addr
 }
@@ -256,10 +265,21 @@ async fn main() {
         let (chat, key, body, c) = (chat.clone(), load_key.clone(), body.clone(), http.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let ok = c.post(&chat).bearer_auth(&key).json(&body).send().await;
+                let outcome = c.post(&chat).bearer_auth(&key).json(&body).send().await;
                 sent.fetch_add(1, Ordering::Relaxed);
-                if !ok.map(|r| r.status() == 200).unwrap_or(false) {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                let failure = match outcome {
+                    Ok(r) if r.status() == 200 => None,
+                    Ok(r) => Some(format!(
+                        "status {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Some(format!("client error: {e:?}")),
+                };
+                if let Some(f) = failure {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("failed request: {f}");
+                    }
                 }
             }
         }));
