@@ -105,6 +105,23 @@ impl JwksCache {
         })
     }
 
+    /// A cache that starts with the usable keys of `jwks` (a JWKS document) as freshly
+    /// fetched ones: token verification without an issuer to fetch from (fuzzing, offline
+    /// checks). Unknown kids still go to `cfg.issuer` under the usual limits.
+    pub fn with_document(
+        cfg: &OidcConfig,
+        metrics: Metrics,
+        jwks: &[u8],
+    ) -> Result<Self, FetchError> {
+        let cache = Self::new(cfg, metrics)?;
+        let keys = parse_jwks(jwks)?;
+        if let Ok(mut k) = cache.keys.write() {
+            *k = Arc::new(keys);
+        }
+        *lock(&cache.fetched_at) = Some(Instant::now());
+        Ok(cache)
+    }
+
     /// How many keys are cached.
     pub fn len(&self) -> usize {
         self.keys.read().map(|k| k.len()).unwrap_or(0)
@@ -203,16 +220,7 @@ impl JwksCache {
                 return Err(e);
             }
         };
-        let mut map = HashMap::new();
-        for v in raw.keys {
-            let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {
-                continue;
-            };
-            if let Some((kid, key)) = usable_key(&jwk) {
-                map.insert(kid, Arc::new(key));
-            }
-        }
-        Ok(map)
+        Ok(keys_of(raw))
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<VerifyKey>> {
@@ -285,6 +293,30 @@ const RSA_ALGS: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+
+/// The usable keys of a JWKS document (the issuer's: untrusted input). Entries that are not
+/// valid JWKs, or not usable signing keys, are dropped, exactly as on a fetch.
+pub fn parse_jwks(doc: &[u8]) -> Result<HashMap<String, Arc<VerifyKey>>, FetchError> {
+    if doc.len() > MAX_DOC_BYTES {
+        return Err(FetchError::Invalid("document too large".into()));
+    }
+    let raw: RawJwks =
+        serde_json::from_slice(doc).map_err(|e| FetchError::Invalid(e.to_string()))?;
+    Ok(keys_of(raw))
+}
+
+fn keys_of(raw: RawJwks) -> KeyMap {
+    let mut map = HashMap::new();
+    for v in raw.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {
+            continue;
+        };
+        if let Some((kid, key)) = usable_key(&jwk) {
+            map.insert(kid, Arc::new(key));
+        }
+    }
+    map
+}
 
 /// Keeps asymmetric signing keys with a `kid`; the allowed algorithms come from the key.
 fn usable_key(jwk: &Jwk) -> Option<(String, VerifyKey)> {
