@@ -83,9 +83,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl JwksCache {
     /// A cache with nothing fetched yet.
     pub fn new(cfg: &OidcConfig, metrics: Metrics) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.http_timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cfg.ca_bundle {
+            for ca in ca_bundle(path)? {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| FetchError::Http(e.to_string()))?;
         Ok(Self {
@@ -293,6 +299,19 @@ const RSA_ALGS: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+
+/// The CA certificates of `oidc.ca_bundle` (PEM; at least one).
+fn ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let invalid = |reason: String| {
+        FetchError::Invalid(format!("oidc.ca_bundle {}: {reason}", path.display()))
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(invalid("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
 
 /// The usable keys of a JWKS document (the issuer's: untrusted input). Entries that are not
 /// valid JWKs, or not usable signing keys, are dropped, exactly as on a fetch.
