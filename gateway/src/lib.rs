@@ -35,3 +35,4 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod usage;
+pub mod upstream_tls;
