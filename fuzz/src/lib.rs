@@ -13,6 +13,8 @@
 //! | [`oidc_token`] | the control plane's bearer header, token header and claims (`controlplane::auth`) |
 //! | [`jwks_document`] | the issuer's JWKS document (`controlplane::auth::jwks`) |
 //! | [`slug`] | slug validation (`gateway_schema::Slug`, the control plane's path/body guard) |
+//! | [`signed_snapshot`] | the snapshot envelope, its signature check and payload (`gateway_schema::signed`) |
+//! | [`sse_stream`] | the gateway's reader of the control plane's snapshot stream (`gateway::control_plane::sse`) |
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -88,9 +90,9 @@ pub fn model_body(data: &[u8]) {
     }
 }
 
-/// Request path → surface: a native path's provider part is a real provider and the rest is
-/// a slice of the path; the upstream path stays under the provider's base path; paths with
-/// dot segments or encoded separators are always refused.
+/// Request path → surface → native provider: dot segments and encoded separators are always
+/// refused; a native path's provider is one of the key's org and the rest is a slice of the
+/// path; the upstream path stays under the provider's base path.
 pub fn request_path(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -100,22 +102,25 @@ pub fn request_path(data: &[u8]) {
         None => (text, None),
     };
     let cfg = config();
-    let result = routing::surface(cfg, path);
+    let result = routing::surface(path);
     let dotted = path.split('/').any(|s| s == "." || s == "..");
     if dotted {
         assert_eq!(result, Err(Reject::InvalidPath), "dot segments accepted");
     }
     match result {
         Ok(Surface::OpenAi) => assert!(path == "/v1" || path.starts_with("/v1/")),
-        Ok(Surface::Native {
-            provider,
-            rest_start,
-        }) => {
-            assert!(provider < cfg.providers.len());
+        Ok(Surface::Native { rest_start }) => {
             let rest = path
                 .get(rest_start..)
                 .unwrap_or_else(|| panic!("rest_start {rest_start} is not inside {path:?}"));
             assert!(rest.is_empty() || rest.starts_with('/'));
+            let org = cfg
+                .org_of(0)
+                .unwrap_or_else(|| panic!("the fuzzing project has no org"));
+            if let Ok(provider) = routing::native_provider(org, path, rest_start) {
+                assert!(provider < cfg.providers.len());
+                assert!(org.provider_by_name.values().any(|&p| p == provider));
+            }
             let upstream = routing::upstream_path("/base", rest, query);
             let upstream_path = upstream.split('?').next().unwrap_or_default();
             assert!(upstream_path.starts_with("/base/"), "{upstream}");
@@ -342,5 +347,102 @@ pub fn slug(data: &[u8]) {
         let json = serde_json::to_string(&slug).unwrap_or_else(|e| panic!("{e}"));
         let back: Slug = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, slug);
+    }
+}
+
+struct Signer {
+    key_pair: ring::signature::Ed25519KeyPair,
+    verifying: gateway_schema::signed::VerifyingKey,
+}
+
+fn signer() -> &'static Signer {
+    static SIGNER: OnceLock<Signer> = OnceLock::new();
+    SIGNER.get_or_init(|| {
+        let generated = gateway_schema::signed::SigningKey::generate()
+            .unwrap_or_else(|e| panic!("keygen: {e}"));
+        let pkcs8 = base64::engine::general_purpose::STANDARD
+            .decode(generated.private_pkcs8_b64.expose())
+            .unwrap_or_else(|e| panic!("pkcs8: {e}"));
+        let key_pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .unwrap_or_else(|e| panic!("pkcs8: {e}"));
+        let verifying = gateway_schema::signed::VerifyingKey::from_base64(&generated.public_b64)
+            .unwrap_or_else(|e| panic!("public key: {e}"));
+        Signer {
+            key_pair,
+            verifying,
+        }
+    })
+}
+
+/// The snapshot envelope and signature check. The first byte picks what the rest is:
+/// 0 — the envelope JSON as received (stream event data or the last-known-good file);
+/// 1 — a payload, wrapped in an envelope *validly signed* by the trusted key with its real
+/// hash (so the fuzzer reaches payload parsing and validation; the version is read from the
+/// payload when it has one).
+/// What verifies is a valid snapshot whose version equals the envelope's.
+pub fn signed_snapshot(data: &[u8]) {
+    use gateway_schema::signed::SignedSnapshot;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let s = signer();
+    let envelope = if mode % 2 == 0 {
+        match SignedSnapshot::from_json(rest) {
+            Ok(e) => e,
+            Err(_) => return,
+        }
+    } else {
+        let Ok(payload) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let version = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or(0);
+        let signature = s.key_pair.sign(payload.as_bytes());
+        SignedSnapshot {
+            version,
+            sha256: gateway_schema::signed::sha256_hex(payload.as_bytes()),
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+            payload: payload.to_owned(),
+        }
+    };
+    if let Ok(snapshot) = envelope.verify(&s.verifying) {
+        assert_eq!(snapshot.version, envelope.version);
+        assert!(snapshot.validate().is_ok());
+        if mode % 2 == 0 {
+            // Only the trusted key signs: an envelope from the input verifies only if the
+            // input carried a signature this process made, which it cannot.
+            panic!("an envelope not signed by the trusted key verified");
+        }
+    }
+}
+
+/// The snapshot stream's SSE reader: no event exceeds the limit, and the events do not depend
+/// on how the bytes were split into chunks (the input's 0xFF bytes mark the chunk borders).
+pub fn sse_stream(data: &[u8]) {
+    use gateway::control_plane::sse::Reader;
+    const MAX: usize = 512;
+    let mut chunked = Reader::new(MAX);
+    let mut chunked_events = Vec::new();
+    let mut too_large = false;
+    for chunk in data.split(|b| *b == SEP) {
+        match chunked.feed(chunk) {
+            Ok(events) => chunked_events.extend(events),
+            Err(_) => {
+                too_large = true;
+                break;
+            }
+        }
+    }
+    let whole: Vec<u8> = data.iter().copied().filter(|b| *b != SEP).collect();
+    let mut single = Reader::new(MAX);
+    if let Ok(events) = single.feed(&whole) {
+        if !too_large {
+            assert_eq!(chunked_events, events, "events depend on chunk borders");
+        }
+        for e in &events {
+            assert!(e.data.len() <= MAX, "an event over the limit was returned");
+        }
     }
 }

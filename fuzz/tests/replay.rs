@@ -61,6 +61,16 @@ fn slug_inputs_replay_cleanly() {
     replay("slug", gateway_fuzz::slug);
 }
 
+#[test]
+fn signed_snapshot_inputs_replay_cleanly() {
+    replay("signed_snapshot", gateway_fuzz::signed_snapshot);
+}
+
+#[test]
+fn sse_stream_inputs_replay_cleanly() {
+    replay("sse_stream", gateway_fuzz::sse_stream);
+}
+
 /// The seeds reach the deep end of token handling: a validly signed token with good claims is
 /// accepted, so the target really exercises claims handling and not only the signature check.
 #[test]
