@@ -21,4 +21,8 @@ fn kubernetes_controlplane_config_loads_with_oidc_tls_and_file_secrets() {
     assert_eq!(cfg.server.listen.port(), 8081);
     assert_eq!(cfg.server.admin_listen.port(), 9091);
     assert!(cfg.database.url.is_some());
+    assert!(
+        cfg.snapshots.signing_key.is_some(),
+        "the control plane must sign snapshots for its gateways"
+    );
 }

@@ -1,10 +1,14 @@
-//! Which CAs the gateway trusts for upstream TLS (providers): the system roots, plus the CA
-//! certificates of `server.upstream_ca_bundle` (a corporate CA, a TLS-inspecting proxy).
+//! Which CAs the gateway trusts for upstream TLS: the system roots, plus the CA certificates of
+//! `server.upstream_ca_bundle` (a corporate CA, a TLS-inspecting proxy, the control plane's
+//! private CA).
 //!
-//! Without a bundle nothing is set here and Pingora's connector verifies against the system
-//! trust store. With one, Pingora's per-peer CA list *replaces* that store, so the list holds
-//! the system roots too. It is loaded once at start (off the hot path) and shared by every
-//! upstream peer through one `Arc` clone.
+//! Providers (Pingora's connector): without a bundle nothing is set here and Pingora verifies
+//! against the system trust store. With one, Pingora's per-peer CA list *replaces* that store,
+//! so the list holds the system roots too. It is loaded once at start (off the hot path) and
+//! shared by every upstream peer through one `Arc` clone.
+//!
+//! The control-plane client (reqwest with rustls) trusts its bundled public roots plus the
+//! same bundle ([`extra_certificates`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -29,10 +33,18 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-static ROOTS: OnceLock<CaList> = OnceLock::new();
+/// The loaded bundle: the CA list for Pingora and the bundle's own PEM for reqwest.
+pub struct UpstreamCas {
+    /// The system roots followed by the bundle's certificates.
+    pub roots: CaList,
+    /// The bundle's PEM text.
+    pub bundle_pem: Vec<u8>,
+}
+
+static CAS: OnceLock<UpstreamCas> = OnceLock::new();
 
 /// The system roots followed by the certificates of `bundle` (PEM; at least one).
-pub fn load(bundle: &Path) -> Result<CaList, UpstreamTlsError> {
+pub fn load(bundle: &Path) -> Result<UpstreamCas, UpstreamTlsError> {
     let err = |reason: String| UpstreamTlsError::Bundle {
         path: bundle.to_owned(),
         reason,
@@ -60,17 +72,28 @@ pub fn load(bundle: &Path) -> Result<CaList, UpstreamTlsError> {
         );
     }
     all.extend(extra);
-    Ok(Arc::new(all.into_boxed_slice()))
+    Ok(UpstreamCas {
+        roots: Arc::new(all.into_boxed_slice()),
+        bundle_pem: pem,
+    })
 }
 
-/// Makes `roots` the CA list of every upstream peer. Call once, at start.
-pub fn install(roots: CaList) {
-    let _ = ROOTS.set(roots);
+/// Makes `cas` the trust of every upstream connection. Call once, at start, before the
+/// control-plane client is built.
+pub fn install(cas: UpstreamCas) {
+    let _ = CAS.set(cas);
 }
 
 /// The CA list for an upstream peer: `None` means Pingora's default (the system store).
 pub fn roots() -> Option<CaList> {
-    ROOTS.get().cloned()
+    CAS.get().map(|c| c.roots.clone())
+}
+
+/// The bundle's certificates for a reqwest client (empty without a bundle).
+pub fn extra_certificates() -> Vec<reqwest::Certificate> {
+    CAS.get()
+        .and_then(|c| reqwest::Certificate::from_pem_bundle(&c.bundle_pem).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ fn kubernetes_control_plane_mode_gateway_config_loads_with_file_secrets() {
             "every control-plane secret must be a mounted file"
         );
     }
+    assert!(
+        f.server.upstream_ca_bundle.is_some(),
+        "gateways must trust the control plane's CA"
+    );
     assert_eq!(
         cp.last_known_good,
         Path::new("/var/lib/ai-gateway/snapshot.json")

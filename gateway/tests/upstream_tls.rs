@@ -174,3 +174,67 @@ async fn provider_certificate_from_a_configured_ca_is_trusted_and_from_an_unknow
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway in control-plane mode pointed at `cp_url`, with or without the CA bundle; its
+/// `/readyz` reason says how its snapshot stream fails.
+async fn cp_mode_gateway(dir: &Path, cp_url: &str, bundle: Option<&Path>) -> GatewayProc {
+    std::fs::write(dir.join("internal-secret"), "test-only-internal-secret\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Any 32-byte Ed25519 public key: this test never gets as far as a snapshot.
+    std::fs::write(
+        dir.join("snapshot.pub"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut extra = format!(
+        "  control_plane:\n    url: \"{cp_url}\"\n    internal_secret: \"file:{}\"\n    public_key: \"file:{}\"\n    last_known_good: \"{}\"\n",
+        dir.join("internal-secret").display(),
+        dir.join("snapshot.pub").display(),
+        dir.join(format!("lkg-{}.json", bundle.is_some())).display(),
+    );
+    if let Some(b) = bundle {
+        extra.push_str(&format!("  upstream_ca_bundle: \"{}\"\n", b.display()));
+    }
+    GatewayProc::launch("", &extra, &[], false).await
+}
+
+/// Polls `/readyz` until its reason contains `want` (or fails after 20 s with the last one).
+async fn wait_for_reason(gw: &GatewayProc, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let (_, body) = gw.readyz().await;
+        last = body["reason"].as_str().unwrap_or_default().to_owned();
+        if last.contains(want) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("readyz reason never said {want:?}; last: {last:?}");
+}
+
+#[tokio::test]
+async fn control_plane_certificate_from_the_configured_ca_is_trusted_and_from_an_unknown_ca_is_not()
+{
+    let dir = std::env::temp_dir().join(format!("gw-cp-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    make_ca_and_server_cert(&dir);
+    // A TLS server with the CA-signed certificate standing in for the control plane: another
+    // gateway, which refuses the snapshot-stream request with an HTTP status once TLS is up.
+    let up = MockUpstream::start().await;
+    let tls = format!(
+        "  tls:\n    cert_path: \"{}\"\n    key_path: \"{}\"\n",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display()
+    );
+    let stand_in = GatewayProc::start_with(&provider_config(up.addr), &tls).await;
+    let cp_url = format!("https://127.0.0.1:{}", stand_in.port);
+
+    let untrusting = cp_mode_gateway(&dir, &cp_url, None).await;
+    wait_for_reason(&untrusting, "cannot connect").await;
+
+    let trusting = cp_mode_gateway(&dir, &cp_url, Some(&dir.join("ca.crt"))).await;
+    wait_for_reason(&trusting, "refused the snapshot stream with status").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
