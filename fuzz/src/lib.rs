@@ -15,6 +15,7 @@
 //! | [`slug`] | slug validation (`gateway_schema::Slug`, the control plane's path/body guard) |
 //! | [`signed_snapshot`] | the snapshot envelope, its signature check and payload (`gateway_schema::signed`) |
 //! | [`sse_stream`] | the gateway's reader of the control plane's snapshot stream (`gateway::control_plane::sse`) |
+//! | [`usage_sse`] | the SSE parser and usage extraction of provider responses (`gateway::usage`) |
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -444,5 +445,49 @@ pub fn sse_stream(data: &[u8]) {
         for e in &events {
             assert!(e.data.len() <= MAX, "an event over the limit was returned");
         }
+    }
+}
+
+/// Provider responses: the SSE parser reports every input byte exactly once, in order (so a
+/// filtered stream is the input minus whole events), its events do not depend on chunk
+/// borders (0xFF bytes), and usage extraction from any event or tail never panics.
+pub fn usage_sse(data: &[u8]) {
+    use gateway::usage::extract::{self, Dialect};
+    use gateway::usage::sse::{SseItem, SseParser};
+    let run = |chunks: &mut dyn Iterator<Item = &[u8]>| {
+        let mut parser = SseParser::new(true);
+        let mut items = Vec::new();
+        for chunk in chunks {
+            parser.push(chunk, &mut items);
+        }
+        if let Some(last) = parser.finish() {
+            items.push(last);
+        }
+        items
+    };
+    let chunked: Vec<SseItem> = run(&mut data.split(|b| *b == SEP));
+    let whole: Vec<u8> = data.iter().copied().filter(|b| *b != SEP).collect();
+    let raw: Vec<u8> = chunked.iter().flat_map(|i| i.raw.iter().copied()).collect();
+    assert_eq!(raw, whole, "raw bytes are not the input, once and in order");
+    let single: Vec<SseItem> = run(&mut std::iter::once(&whole[..]));
+    let events = |items: &[SseItem]| {
+        items
+            .iter()
+            .filter_map(|i| i.event.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        events(&chunked),
+        events(&single),
+        "events depend on chunk borders"
+    );
+    for e in events(&single) {
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let _ = extract::from_json(e.data.as_bytes(), dialect);
+        }
+    }
+    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+        let _ = extract::from_json(&whole, dialect);
+        let _ = extract::usage_in_tail(&whole, dialect);
     }
 }

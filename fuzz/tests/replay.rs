@@ -71,6 +71,11 @@ fn sse_stream_inputs_replay_cleanly() {
     replay("sse_stream", gateway_fuzz::sse_stream);
 }
 
+#[test]
+fn usage_sse_inputs_replay_cleanly() {
+    replay("usage_sse", gateway_fuzz::usage_sse);
+}
+
 /// The seeds reach the deep end of token handling: a validly signed token with good claims is
 /// accepted, so the target really exercises claims handling and not only the signature check.
 #[test]
