@@ -54,9 +54,12 @@ for t in "${targets[@]}"; do
   [ -x "$bin_dir/$t" ] || { echo "no fuzz binary $bin_dir/$t: build first" >&2; exit 1; }
   mkdir -p "target/fuzz-corpus/$t" "target/fuzz-artifacts/$t"
   status=ok
+  parallel=()
+  # -jobs makes libFuzzer write fuzz-N.log files into the working directory: only when asked.
+  [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
   nice -n 10 "$bin_dir/$t" "target/fuzz-corpus/$t" "fuzz/corpus/$t" \
     -artifact_prefix="target/fuzz-artifacts/$t/" -max_total_time="$secs" \
-    -print_final_stats=1 -jobs="$jobs" -workers="$jobs" \
+    -print_final_stats=1 "${parallel[@]}" \
     > "target/fuzz-logs/$t.log" 2>&1 || status=FAILED
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "target/fuzz-logs/$t.log" \
     | awk '{s += $2} END {print s + 0}')
