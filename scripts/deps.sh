@@ -15,3 +15,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The toolchain rust-toolchain.toml pins. rustup cannot download one on these machines: when the
+# pinned name is missing but the installed stable is that very version, link the name to it.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$pinned"; then
+  stable_version=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
+  if [ "$stable_version" = "$pinned" ]; then
+    echo "==> linking toolchain $pinned to the installed stable"
+    rustup toolchain link "$pinned" "$(rustc +stable --print sysroot)"
+  else
+    echo "rust-toolchain.toml pins $pinned but the installed stable is ${stable_version:-missing}" >&2
+    exit 1
+  fi
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the build and the tests need, starts
-# the services the tests use, then runs fmt, clippy and every test of the workspace.
+# the services the tests use, then runs the supply-chain and deployment checks, fmt, clippy and
+# every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,11 @@ if ! .venv/bin/python -c "import openai, anthropic" >/dev/null 2>&1; then
   python3 -m venv .venv
   .venv/bin/pip install -q "openai==3.57.0" "anthropic==2.14.0"
 fi
+
+log "supply chain: cargo deny (advisories offline, licenses, sources, bans)"
+scripts/check-supply-chain.sh
+log "deployment: Kustomize overlays, Kubernetes schemas, checkov (manifests and Dockerfile)"
+scripts/check-deploy.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -243,6 +243,10 @@ pub struct OidcConfig {
     /// Timeout of each request to the issuer.
     #[serde(default = "default_http_timeout")]
     pub http_timeout_ms: u64,
+    /// PEM file of CA certificates trusted for the issuer's HTTPS *in addition to* the bundled
+    /// public roots (a corporate CA). Read at start; an unreadable or empty file stops it.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 fn default_groups_claim() -> String {

@@ -34,4 +34,5 @@ pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod upstream_tls;
 pub mod usage;

@@ -172,6 +172,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gateway::state::ActiveConfig::build(&file.snapshot, 1)?;
             // Resolves and parses server.redis_url (does not connect).
             gateway::ownership::build(file.server.redis_url.as_ref())?;
+            if let Some(bundle) = &file.server.upstream_ca_bundle {
+                gateway::upstream_tls::load(bundle)?;
+            }
             println!("{}: ok", config.display());
             Ok(())
         }

@@ -68,8 +68,21 @@ struct ModelField<'a> {
 
 /// The body's top-level `model`: `Ok(None)` when the JSON object has none (or it is not a
 /// string), `Err(InvalidJson)` when the body is not a JSON object.
+///
+/// The whole body must be UTF-8 (JSON is): serde skips fields it ignores without checking
+/// their bytes, so without this a body with invalid UTF-8 in another field was routed, yet
+/// refused by [`rewrite_model`] on an aliased route (found by the `model_body` fuzz target).
 pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
-    match serde_json::from_slice::<ModelField<'_>>(body) {
+    let text = std::str::from_utf8(body).map_err(|_| Reject::InvalidJson)?;
+    // serde also builds a struct from a JSON array (`["gpt-4o"]` would name a model): only an
+    // object has a `model`; any other valid JSON has none (also found by the fuzz target).
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Ok(None),
+            Err(_) => Err(Reject::InvalidJson),
+        };
+    }
+    match serde_json::from_str::<ModelField<'_>>(text) {
         Ok(m) => Ok(m.model),
         Err(e) if e.is_data() => Ok(None),
         Err(_) => Err(Reject::InvalidJson),
@@ -131,6 +144,15 @@ mod tests {
         assert!(matches!(model_of(br#"[1,2]"#), Ok(None)));
         assert_eq!(model_of(b"{not json").err(), Some(Reject::InvalidJson));
         assert_eq!(model_of(b"").err(), Some(Reject::InvalidJson));
+        // A JSON array is not an object with a model, whatever its first element.
+        assert!(matches!(model_of(br#"["gpt-4o"]"#), Ok(None)));
+        assert!(matches!(model_of(br#" [""] "#), Ok(None)));
+        assert_eq!(model_of(b"[\"x\"").err(), Some(Reject::InvalidJson));
+        // Invalid UTF-8 in a field the router does not read still makes the body invalid.
+        assert_eq!(
+            model_of(b"{\"model\":\"xC\",\"mod(el\":\"\xdby\"}").err(),
+            Some(Reject::InvalidJson)
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ use crate::state::ActiveConfig;
 pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let s = &file.server;
+    if let Some(bundle) = &s.upstream_ca_bundle {
+        crate::upstream_tls::install(crate::upstream_tls::load(bundle)?);
+    }
     let (live, cp_client) = match &s.control_plane {
         None => {
             let initial = LiveConfig::build_initial(&file, config_path)?;

@@ -83,9 +83,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl JwksCache {
     /// A cache with nothing fetched yet.
     pub fn new(cfg: &OidcConfig, metrics: Metrics) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.http_timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &cfg.ca_bundle {
+            for ca in ca_bundle(path)? {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| FetchError::Http(e.to_string()))?;
         Ok(Self {
@@ -103,6 +109,23 @@ impl JwksCache {
             refresh_lock: tokio::sync::Mutex::new(()),
             metrics,
         })
+    }
+
+    /// A cache that starts with the usable keys of `jwks` (a JWKS document) as freshly
+    /// fetched ones: token verification without an issuer to fetch from (fuzzing, offline
+    /// checks). Unknown kids still go to `cfg.issuer` under the usual limits.
+    pub fn with_document(
+        cfg: &OidcConfig,
+        metrics: Metrics,
+        jwks: &[u8],
+    ) -> Result<Self, FetchError> {
+        let cache = Self::new(cfg, metrics)?;
+        let keys = parse_jwks(jwks)?;
+        if let Ok(mut k) = cache.keys.write() {
+            *k = Arc::new(keys);
+        }
+        *lock(&cache.fetched_at) = Some(Instant::now());
+        Ok(cache)
     }
 
     /// How many keys are cached.
@@ -203,16 +226,7 @@ impl JwksCache {
                 return Err(e);
             }
         };
-        let mut map = HashMap::new();
-        for v in raw.keys {
-            let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {
-                continue;
-            };
-            if let Some((kid, key)) = usable_key(&jwk) {
-                map.insert(kid, Arc::new(key));
-            }
-        }
-        Ok(map)
+        Ok(keys_of(raw))
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<VerifyKey>> {
@@ -285,6 +299,43 @@ const RSA_ALGS: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+
+/// The CA certificates of `oidc.ca_bundle` (PEM; at least one).
+fn ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let invalid = |reason: String| {
+        FetchError::Invalid(format!("oidc.ca_bundle {}: {reason}", path.display()))
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(invalid("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The usable keys of a JWKS document (the issuer's: untrusted input). Entries that are not
+/// valid JWKs, or not usable signing keys, are dropped, exactly as on a fetch.
+pub fn parse_jwks(doc: &[u8]) -> Result<HashMap<String, Arc<VerifyKey>>, FetchError> {
+    if doc.len() > MAX_DOC_BYTES {
+        return Err(FetchError::Invalid("document too large".into()));
+    }
+    let raw: RawJwks =
+        serde_json::from_slice(doc).map_err(|e| FetchError::Invalid(e.to_string()))?;
+    Ok(keys_of(raw))
+}
+
+fn keys_of(raw: RawJwks) -> KeyMap {
+    let mut map = HashMap::new();
+    for v in raw.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {
+            continue;
+        };
+        if let Some((kid, key)) = usable_key(&jwk) {
+            map.insert(kid, Arc::new(key));
+        }
+    }
+    map
+}
 
 /// Keeps asymmetric signing keys with a `kid`; the allowed algorithms come from the key.
 fn usable_key(jwk: &Jwk) -> Option<(String, VerifyKey)> {

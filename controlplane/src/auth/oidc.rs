@@ -52,6 +52,15 @@ impl OidcVerifier {
         })
     }
 
+    /// A verifier over an existing key cache (see [`JwksCache::with_document`]); no fetch at
+    /// construction.
+    pub fn with_keys(cfg: &OidcConfig, keys: Arc<JwksCache>) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            keys,
+        }
+    }
+
     /// The key cache.
     pub fn keys(&self) -> &JwksCache {
         &self.keys

@@ -76,6 +76,9 @@ pub struct ServerSettings {
     /// object ownership is kept there when set, else in this process only.
     #[serde(default)]
     pub redis_url: Option<SecretRef>,
+    /// PEM CA certificates trusted for upstream TLS besides the system roots (corporate CA).
+    #[serde(default)]
+    pub upstream_ca_bundle: Option<PathBuf>,
 }
 
 fn default_max_in_flight() -> u64 {
@@ -151,6 +154,7 @@ impl Default for ServerSettings {
             max_in_flight: default_max_in_flight(),
             limits: None,
             redis_url: None,
+            upstream_ca_bundle: None,
         }
     }
 }

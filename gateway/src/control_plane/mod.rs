@@ -106,8 +106,11 @@ impl Client {
             reqwest::header::HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
                 .map_err(|_| SetupError::SecretNotHeaderSafe)?;
         auth_header.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        for ca in crate::upstream_tls::extra_certificates() {
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .build()
             .map_err(|e| SetupError::Client(e.to_string()))?;
         let id = settings

@@ -60,6 +60,7 @@ pub fn upstream_peer(
     peer.options.read_timeout = Some(p.read_timeout);
     peer.options.write_timeout = Some(p.read_timeout);
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    peer.options.ca = crate::upstream_tls::roots();
     if ctx.upstream_started.is_none() {
         ctx.upstream_started = Some(std::time::Instant::now());
     }

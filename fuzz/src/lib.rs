@@ -1,0 +1,493 @@
+//! Fuzz targets for every parser that takes untrusted input. Each target is a plain function
+//! of the input bytes that must never panic and checks what the parser promises (a property,
+//! not only "no crash"). `fuzz_targets/*.rs` hand them to libFuzzer (`scripts/fuzz.sh`);
+//! `tests/replay.rs` runs every stored input through them on stable, so an input that once
+//! crashed stays fixed.
+//!
+//! | target | parser |
+//! | --- | --- |
+//! | [`model_body`] | the body's `model` extraction and rewrite (`gateway::routing`) |
+//! | [`request_path`] | the request path → surface and upstream path (`gateway::routing`) |
+//! | [`key_headers`] | the virtual-key headers (`gateway::auth`) |
+//! | [`gateway_config`] | the standalone config file (`gateway::config`) |
+//! | [`oidc_token`] | the control plane's bearer header, token header and claims (`controlplane::auth`) |
+//! | [`jwks_document`] | the issuer's JWKS document (`controlplane::auth::jwks`) |
+//! | [`slug`] | slug validation (`gateway_schema::Slug`, the control plane's path/body guard) |
+//! | [`signed_snapshot`] | the snapshot envelope, its signature check and payload (`gateway_schema::signed`) |
+//! | [`sse_stream`] | the gateway's reader of the control plane's snapshot stream (`gateway::control_plane::sse`) |
+//! | [`usage_sse`] | the SSE parser and usage extraction of provider responses (`gateway::usage`) |
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use gateway::config::GatewayFile;
+use gateway::proxy::errors::Reject;
+use gateway::routing::{self, Surface};
+use gateway::state::ActiveConfig;
+use gateway_schema::{KeyDigest, Slug};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use pingora::http::RequestHeader;
+
+/// The one virtual key the fuzzing config knows.
+const KNOWN_KEY: &[u8] = b"gwk_fuzz_known_key";
+/// Byte that separates the fields of a structured input.
+const SEP: u8 = 0xff;
+
+fn config() -> &'static ActiveConfig {
+    static CFG: OnceLock<ActiveConfig> = OnceLock::new();
+    CFG.get_or_init(|| {
+        // IP-literal hosts and no secrets: building resolves nothing over the network.
+        let text = format!(
+            "providers:\n\
+             \x20 - {{name: openai, kind: openai-compatible, base_url: \"http://127.0.0.1:9\"}}\n\
+             \x20 - {{name: anthropic, kind: openai-compatible, base_url: \"http://127.0.0.1:9/anthropic\"}}\n\
+             routes:\n\
+             \x20 - {{model: \"gpt-*\", provider: openai}}\n\
+             projects:\n\
+             \x20 - slug: fuzz\n\
+             \x20   keys: [{{digest: \"{}\"}}]\n",
+            KeyDigest::of(KNOWN_KEY)
+        );
+        let file = GatewayFile::parse(Path::new("fuzz.yaml"), &text)
+            .unwrap_or_else(|e| panic!("fuzzing config: {e}"));
+        ActiveConfig::build(&file.snapshot, 1).unwrap_or_else(|e| panic!("fuzzing config: {e}"))
+    })
+}
+
+/// `model` extraction and rewrite: the rewrite keeps every other field, its result names
+/// exactly the new model, and every body whose model can be read can also be rewritten (a
+/// route with `upstream_model` never fails on a body the router accepted).
+pub fn model_body(data: &[u8]) {
+    const NEW: &str = "fuzz-upstream-model";
+    let model = routing::model_of(data);
+    let rewritten = routing::rewrite_model(data, NEW);
+    if let Ok(Some(_)) = &model {
+        assert!(
+            rewritten.is_ok(),
+            "model_of read a model but rewrite_model refused the body"
+        );
+    }
+    if let Ok(out) = rewritten {
+        assert!(
+            model.is_ok(),
+            "rewrite_model took a body model_of calls invalid"
+        );
+        match routing::model_of(&out) {
+            Ok(Some(m)) => assert_eq!(m, NEW),
+            other => panic!("rewritten body does not name the new model: {other:?}"),
+        }
+        let fields = |b: &[u8]| {
+            let mut m: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(b).unwrap_or_else(|e| panic!("not an object: {e}"));
+            m.remove("model");
+            m
+        };
+        assert_eq!(
+            fields(data),
+            fields(&out),
+            "rewrite changed fields other than model"
+        );
+    }
+}
+
+/// Request path → surface → native provider: dot segments and encoded separators are always
+/// refused; a native path's provider is one of the key's org and the rest is a slice of the
+/// path; the upstream path stays under the provider's base path.
+pub fn request_path(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, query) = match text.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (text, None),
+    };
+    let cfg = config();
+    let result = routing::surface(path);
+    let dotted = path.split('/').any(|s| s == "." || s == "..");
+    if dotted {
+        assert_eq!(result, Err(Reject::InvalidPath), "dot segments accepted");
+    }
+    match result {
+        Ok(Surface::OpenAi) => assert!(path == "/v1" || path.starts_with("/v1/")),
+        Ok(Surface::Native { rest_start }) => {
+            let rest = path
+                .get(rest_start..)
+                .unwrap_or_else(|| panic!("rest_start {rest_start} is not inside {path:?}"));
+            assert!(rest.is_empty() || rest.starts_with('/'));
+            let org = cfg
+                .org_of(0)
+                .unwrap_or_else(|| panic!("the fuzzing project has no org"));
+            if let Ok(provider) = routing::native_provider(org, path, rest_start) {
+                assert!(provider < cfg.providers.len());
+                assert!(org.provider_by_name.values().any(|&p| p == provider));
+            }
+            let upstream = routing::upstream_path("/base", rest, query);
+            let upstream_path = upstream.split('?').next().unwrap_or_default();
+            assert!(upstream_path.starts_with("/base/"), "{upstream}");
+            assert!(
+                !upstream_path.split('/').any(|s| s == "." || s == ".."),
+                "{upstream}"
+            );
+        }
+        Err(_) => {}
+    }
+}
+
+/// Key headers: the presented key is never empty or padded, and only the known key
+/// authenticates, from whichever header carries it.
+pub fn key_headers(data: &[u8]) {
+    let mut req = match RequestHeader::build("POST", b"/v1/chat/completions", None) {
+        Ok(r) => r,
+        Err(e) => panic!("request: {e}"),
+    };
+    let mut values = data.splitn(3, |b| *b == SEP);
+    for name in ["authorization", "x-api-key", "api-key"] {
+        let Some(v) = values.next() else { break };
+        if let Ok(v) = http::HeaderValue::from_bytes(v) {
+            let _ = req.insert_header(name, v);
+        }
+    }
+    let presented = gateway::auth::presented_key(&req);
+    if let Some(k) = presented {
+        assert!(!k.is_empty());
+        assert_eq!(k.trim_ascii(), k, "key keeps surrounding whitespace");
+    }
+    if gateway::auth::authenticate(config(), &req, 0).is_ok() {
+        assert_eq!(
+            presented,
+            Some(KNOWN_KEY),
+            "a key other than the known one passed"
+        );
+    }
+}
+
+/// The standalone config: any text either loads or is refused with an error, never a panic;
+/// what loads is valid.
+pub fn gateway_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(file) = GatewayFile::parse(Path::new("fuzz.yaml"), text) {
+        assert!(file.server.validate().is_ok());
+        assert!(file.snapshot.validate().is_ok());
+    }
+}
+
+struct Oidc {
+    runtime: tokio::runtime::Runtime,
+    verifier: controlplane::auth::oidc::OidcVerifier,
+    signing_key: EncodingKey,
+}
+
+const ISSUER: &str = "http://127.0.0.1:9";
+const AUDIENCE: &str = "controlplane";
+/// The kid of the test-only EC key the fuzzing issuer publishes.
+pub const OIDC_KID: &str = "fuzz-ec-1";
+
+fn oidc() -> &'static Oidc {
+    static OIDC: OnceLock<Oidc> = OnceLock::new();
+    OIDC.get_or_init(|| {
+        let pem = include_bytes!("../../controlplane/tests/fixtures/test-only-ec-1.pem");
+        let signing_key = EncodingKey::from_ec_pem(pem).unwrap_or_else(|e| panic!("key: {e}"));
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&signing_key, Algorithm::ES256)
+            .unwrap_or_else(|e| panic!("jwk: {e}"));
+        jwk.common.key_id = Some(OIDC_KID.into());
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        // An issuer nobody listens on: an unknown kid's refresh fails at once, and only once.
+        let cfg: controlplane::config::OidcConfig = serde_yaml_ng::from_str(&format!(
+            "{{issuer: \"{ISSUER}\", audience: [{AUDIENCE}], unknown_kid_refresh_interval_secs: 86400, jwks_max_age_secs: 86400, http_timeout_ms: 200}}"
+        ))
+        .unwrap_or_else(|e| panic!("oidc config: {e}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let metrics =
+            controlplane::metrics::Metrics::new().unwrap_or_else(|e| panic!("metrics: {e}"));
+        let keys = runtime.block_on(async {
+            controlplane::auth::jwks::JwksCache::with_document(&cfg, metrics, jwks.as_bytes())
+                .unwrap_or_else(|e| panic!("jwks: {e}"))
+        });
+        let verifier =
+            controlplane::auth::oidc::OidcVerifier::with_keys(&cfg, Arc::new(keys));
+        Oidc {
+            runtime,
+            verifier,
+            signing_key,
+        }
+    })
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// A compact JWS over exactly these header and claims bytes, validly signed by the issuer's
+/// test key (so the fuzzer reaches the checks after the signature).
+pub fn signed_token(header: &[u8], claims: &[u8]) -> String {
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &oidc().signing_key, Algorithm::ES256)
+            .unwrap_or_else(|e| panic!("sign: {e}"));
+    format!("{message}.{signature}")
+}
+
+/// The control plane's token handling. The first byte picks what the rest is:
+/// 0 — a raw `Authorization` header value (bearer parsing, then the token as sent);
+/// 1 — the claims of a token with a valid header and signature;
+/// 2 — header and claims (split at 0xFF) of a validly signed token.
+/// A token is accepted only from the configured issuer, for the configured audience, with a
+/// subject; anything else is an error, never a panic.
+pub fn oidc_token(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let token = match mode % 3 {
+        0 => {
+            let Ok(value) = http::HeaderValue::from_bytes(rest) else {
+                return;
+            };
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, value);
+            match controlplane::auth::bearer(&headers) {
+                Some(t) => t.to_owned(),
+                None => return,
+            }
+        }
+        1 => {
+            let header = format!(r#"{{"alg":"ES256","typ":"JWT","kid":"{OIDC_KID}"}}"#);
+            signed_token(header.as_bytes(), rest)
+        }
+        _ => {
+            let (header, claims) = match rest.iter().position(|b| *b == SEP) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &b"{}"[..]),
+            };
+            signed_token(header, claims)
+        }
+    };
+    oidc_token_accepts(&token);
+}
+
+/// Whether the fuzzing issuer's verifier accepts `token`; an accepted token is checked to come
+/// from the configured issuer, for the configured audience, with a subject.
+pub fn oidc_token_accepts(token: &str) -> bool {
+    let o = oidc();
+    let Ok(identity) = o.runtime.block_on(o.verifier.verify(token)) else {
+        return false;
+    };
+    assert_eq!(identity.issuer, ISSUER);
+    assert!(!identity.subject.is_empty());
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        })
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .unwrap_or_default();
+    let aud_ok = match &claims["aud"] {
+        serde_json::Value::String(a) => a == AUDIENCE,
+        serde_json::Value::Array(a) => a.iter().any(|v| v == AUDIENCE),
+        _ => false,
+    };
+    assert!(aud_ok, "accepted a token not meant for us: {claims}");
+    true
+}
+
+/// The issuer's JWKS document: only asymmetric signing keys survive, each with at least one
+/// algorithm, none of them HMAC (no `alg` confusion with a public key as a shared secret).
+pub fn jwks_document(data: &[u8]) {
+    if let Ok(keys) = controlplane::auth::jwks::parse_jwks(data) {
+        for (kid, key) in keys {
+            assert!(!kid.is_empty());
+            assert!(!key.algorithms.is_empty());
+            for alg in &key.algorithms {
+                assert!(
+                    !matches!(
+                        alg,
+                        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 | Algorithm::EdDSA
+                    ),
+                    "kept a key usable with {alg:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Slugs: accepted exactly when the rule holds (1–63 of `a-z 0-9 -`, no edge hyphen), the
+/// same through serde and the control plane's guard, and a slug round-trips unchanged.
+pub fn slug(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let rule = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    let parsed = Slug::parse(s);
+    assert_eq!(
+        parsed.is_ok(),
+        rule,
+        "Slug::parse disagrees with the rule on {s:?}"
+    );
+    let via_serde = serde_json::from_value::<Slug>(serde_json::Value::String(s.to_owned()));
+    assert_eq!(via_serde.is_ok(), rule, "serde disagrees on {s:?}");
+    let via_guard = controlplane::guards::slug::parse("org", s);
+    assert_eq!(
+        via_guard.is_ok(),
+        rule,
+        "the control plane guard disagrees on {s:?}"
+    );
+    if let Ok(slug) = parsed {
+        assert_eq!(slug.as_str(), s);
+        let json = serde_json::to_string(&slug).unwrap_or_else(|e| panic!("{e}"));
+        let back: Slug = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, slug);
+    }
+}
+
+struct Signer {
+    key_pair: ring::signature::Ed25519KeyPair,
+    verifying: gateway_schema::signed::VerifyingKey,
+}
+
+fn signer() -> &'static Signer {
+    static SIGNER: OnceLock<Signer> = OnceLock::new();
+    SIGNER.get_or_init(|| {
+        let generated = gateway_schema::signed::SigningKey::generate()
+            .unwrap_or_else(|e| panic!("keygen: {e}"));
+        let pkcs8 = base64::engine::general_purpose::STANDARD
+            .decode(generated.private_pkcs8_b64.expose())
+            .unwrap_or_else(|e| panic!("pkcs8: {e}"));
+        let key_pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .unwrap_or_else(|e| panic!("pkcs8: {e}"));
+        let verifying = gateway_schema::signed::VerifyingKey::from_base64(&generated.public_b64)
+            .unwrap_or_else(|e| panic!("public key: {e}"));
+        Signer {
+            key_pair,
+            verifying,
+        }
+    })
+}
+
+/// The snapshot envelope and signature check. The first byte picks what the rest is:
+/// 0 — the envelope JSON as received (stream event data or the last-known-good file);
+/// 1 — a payload, wrapped in an envelope *validly signed* by the trusted key with its real
+/// hash (so the fuzzer reaches payload parsing and validation; the version is read from the
+/// payload when it has one).
+/// What verifies is a valid snapshot whose version equals the envelope's.
+pub fn signed_snapshot(data: &[u8]) {
+    use gateway_schema::signed::SignedSnapshot;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let s = signer();
+    let envelope = if mode % 2 == 0 {
+        match SignedSnapshot::from_json(rest) {
+            Ok(e) => e,
+            Err(_) => return,
+        }
+    } else {
+        let Ok(payload) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let version = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or(0);
+        let signature = s.key_pair.sign(payload.as_bytes());
+        SignedSnapshot {
+            version,
+            sha256: gateway_schema::signed::sha256_hex(payload.as_bytes()),
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+            payload: payload.to_owned(),
+        }
+    };
+    if let Ok(snapshot) = envelope.verify(&s.verifying) {
+        assert_eq!(snapshot.version, envelope.version);
+        assert!(snapshot.validate().is_ok());
+        if mode % 2 == 0 {
+            // Only the trusted key signs: an envelope from the input verifies only if the
+            // input carried a signature this process made, which it cannot.
+            panic!("an envelope not signed by the trusted key verified");
+        }
+    }
+}
+
+/// The snapshot stream's SSE reader: no event exceeds the limit, and the events do not depend
+/// on how the bytes were split into chunks (the input's 0xFF bytes mark the chunk borders).
+pub fn sse_stream(data: &[u8]) {
+    use gateway::control_plane::sse::Reader;
+    const MAX: usize = 512;
+    let mut chunked = Reader::new(MAX);
+    let mut chunked_events = Vec::new();
+    let mut too_large = false;
+    for chunk in data.split(|b| *b == SEP) {
+        match chunked.feed(chunk) {
+            Ok(events) => chunked_events.extend(events),
+            Err(_) => {
+                too_large = true;
+                break;
+            }
+        }
+    }
+    let whole: Vec<u8> = data.iter().copied().filter(|b| *b != SEP).collect();
+    let mut single = Reader::new(MAX);
+    if let Ok(events) = single.feed(&whole) {
+        if !too_large {
+            assert_eq!(chunked_events, events, "events depend on chunk borders");
+        }
+        for e in &events {
+            assert!(e.data.len() <= MAX, "an event over the limit was returned");
+        }
+    }
+}
+
+/// Provider responses: the SSE parser reports every input byte exactly once, in order (so a
+/// filtered stream is the input minus whole events), its events do not depend on chunk
+/// borders (0xFF bytes), and usage extraction from any event or tail never panics.
+pub fn usage_sse(data: &[u8]) {
+    use gateway::usage::extract::{self, Dialect};
+    use gateway::usage::sse::{SseItem, SseParser};
+    let run = |chunks: &mut dyn Iterator<Item = &[u8]>| {
+        let mut parser = SseParser::new(true);
+        let mut items = Vec::new();
+        for chunk in chunks {
+            parser.push(chunk, &mut items);
+        }
+        if let Some(last) = parser.finish() {
+            items.push(last);
+        }
+        items
+    };
+    let chunked: Vec<SseItem> = run(&mut data.split(|b| *b == SEP));
+    let whole: Vec<u8> = data.iter().copied().filter(|b| *b != SEP).collect();
+    let raw: Vec<u8> = chunked.iter().flat_map(|i| i.raw.iter().copied()).collect();
+    assert_eq!(raw, whole, "raw bytes are not the input, once and in order");
+    let single: Vec<SseItem> = run(&mut std::iter::once(&whole[..]));
+    let events = |items: &[SseItem]| {
+        items
+            .iter()
+            .filter_map(|i| i.event.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        events(&chunked),
+        events(&single),
+        "events depend on chunk borders"
+    );
+    for e in events(&single) {
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let _ = extract::from_json(e.data.as_bytes(), dialect);
+        }
+    }
+    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+        let _ = extract::from_json(&whole, dialect);
+        let _ = extract::usage_in_tail(&whole, dialect);
+    }
+}
