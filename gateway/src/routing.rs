@@ -91,13 +91,26 @@ pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
 
 /// The body with its top-level `model` replaced by `upstream_model`.
 pub fn rewrite_model(body: &[u8], upstream_model: &str) -> Result<Bytes, Reject> {
-    let mut value: serde_json::Map<String, serde_json::Value> =
+    let model = serde_json::value::to_raw_value(upstream_model).map_err(|_| Reject::Internal)?;
+    set_top_level(body, "model", model)
+}
+
+/// The JSON object `body` with its top-level `key` set to `value`. Every other top-level value
+/// is copied as the exact text the client sent, so numbers and strings elsewhere in the body
+/// are never re-encoded (a float round trip through `f64` would change long decimals).
+pub fn set_top_level(
+    body: &[u8],
+    key: &str,
+    value: Box<serde_json::value::RawValue>,
+) -> Result<Bytes, Reject> {
+    // Accept exactly the bodies a full parse accepts (escapes and UTF-8 checked in every
+    // string), as `model_of`'s callers expect; then copy the values as they were sent.
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .map_err(|_| Reject::InvalidJson)?;
+    let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).map_err(|_| Reject::InvalidJson)?;
-    value.insert(
-        "model".into(),
-        serde_json::Value::String(upstream_model.to_owned()),
-    );
-    serde_json::to_vec(&value)
+    fields.insert(key.to_owned(), value);
+    serde_json::to_vec(&fields)
         .map(Bytes::from)
         .map_err(|_| Reject::Internal)
 }
@@ -153,6 +166,20 @@ mod tests {
             model_of(b"{\"model\":\"xC\",\"mod(el\":\"\xdby\"}").err(),
             Some(Reject::InvalidJson)
         );
+    }
+
+    #[test]
+    fn rewrite_keeps_every_other_value_byte_for_byte() {
+        let body = br#"{"model":"fast","temperature":0.30000000000000004,"n":12345678901234567890123,"messages":[{"content":"\u00e9"}]}"#;
+        let out = rewrite_model(body, "gpt-4o-mini").unwrap_or_default();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(r#""temperature":0.30000000000000004"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""n":12345678901234567890123"#), "{text}");
+        assert!(text.contains(r#""content":"\u00e9""#), "{text}");
+        assert!(text.contains(r#""model":"gpt-4o-mini""#), "{text}");
     }
 
     #[test]

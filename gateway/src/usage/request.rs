@@ -36,18 +36,16 @@ pub fn with_usage_option(body: &[u8]) -> Option<Bytes> {
     {
         return None;
     }
-    let mut value: serde_json::Map<String, serde_json::Value> =
+    // Only `stream_options` is re-encoded; every other value keeps the client's exact text.
+    let fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).ok()?;
-    let options = value
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if !options.is_object() {
-        *options = serde_json::Value::Object(Default::default());
-    }
-    if let Some(o) = options.as_object_mut() {
-        o.insert("include_usage".into(), serde_json::Value::Bool(true));
-    }
-    serde_json::to_vec(&value).ok().map(Bytes::from)
+    let mut options: serde_json::Map<String, serde_json::Value> = fields
+        .get("stream_options")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let options = serde_json::value::to_raw_value(&options).ok()?;
+    crate::routing::set_top_level(body, "stream_options", options).ok()
 }
 
 #[cfg(test)]
