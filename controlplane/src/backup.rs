@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
+use gateway_schema::UsageRecord;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
@@ -36,6 +37,9 @@ pub struct Backup {
     pub routes: Vec<RouteRow>,
     pub virtual_keys: Vec<KeyRow>,
     pub audit_log: Vec<AuditRecord>,
+    /// Usage reported by gateways. Absent from backups taken before it was included.
+    #[serde(default)]
+    pub usage_records: Vec<UsageRecord>,
 }
 
 /// Why a backup or restore failed.
@@ -65,20 +69,23 @@ pub struct Counts {
     pub policies: usize,
     pub keys: usize,
     pub audit: usize,
+    pub usage: usize,
 }
 
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records",
+            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
+             {} usage records",
             self.orgs,
             self.projects,
             self.providers,
             self.routes,
             self.policies,
             self.keys,
-            self.audit
+            self.audit,
+            self.usage
         )
     }
 }
@@ -94,10 +101,12 @@ impl Backup {
             policies: self.policies.len(),
             keys: self.virtual_keys.len(),
             audit: self.audit_log.len(),
+            usage: self.usage_records.len(),
         }
     }
 }
 
+/// Tables with an integer `id` sequence, in foreign-key order.
 const TABLES: [&str; 7] = [
     "orgs",
     "policies",
@@ -107,6 +116,9 @@ const TABLES: [&str; 7] = [
     "virtual_keys",
     "audit_log",
 ];
+
+/// Tables keyed by a gateway-minted text id (no sequence to move on restore).
+const RECORD_TABLES: [&str; 1] = ["usage_records"];
 
 async fn all<T>(store: &Store, table: &str) -> Result<Vec<T>, sqlx::Error>
 where
@@ -130,6 +142,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         routes: all(store, "routes").await?,
         virtual_keys: all(store, "virtual_keys").await?,
         audit_log: all(store, "audit_log").await?,
+        usage_records: store.all_usage().await?,
     })
 }
 
@@ -162,7 +175,7 @@ pub async fn backup_to_file(store: &Store, path: &Path) -> Result<Counts, Backup
 pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
     let pool = store.pool();
     let mut tx = pool.begin().await?;
-    for t in TABLES {
+    for t in TABLES.into_iter().chain(RECORD_TABLES) {
         let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {t}"))
             .fetch_one(&mut *tx)
             .await?;
@@ -285,6 +298,9 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(&r.source_addr)
         .execute(&mut *tx)
         .await?;
+    }
+    for chunk in b.usage_records.chunks(500) {
+        crate::store::usage::insert_usage_in(&mut tx, chunk).await?;
     }
     if store.backend() == Backend::Postgres {
         // Explicit ids do not advance Postgres sequences: move each past the restored rows.

@@ -21,6 +21,32 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.virtual_keys, b.virtual_keys);
     assert_eq!(a.audit_log, b.audit_log);
+    assert_eq!(a.usage_records, b.usage_records);
+}
+
+/// Usage records as a gateway reports them: priced and unpriced, complete and cut short.
+fn usage_records() -> Vec<gateway_schema::UsageRecord> {
+    (0..3u64)
+        .map(|i| gateway_schema::UsageRecord {
+            id: format!("gw-1:{i}"),
+            request_id: format!("req-{i}"),
+            at_ms: 1_790_000_000_000 + i as i64,
+            org: "acme".into(),
+            project: "web".into(),
+            key_id: (i != 1).then(|| "key-1".into()),
+            provider: "openai".into(),
+            route: "gpt-*".into(),
+            model: (i != 2).then(|| "gpt-4o-mini".into()),
+            input_tokens: 10 + i,
+            output_tokens: 20 + i,
+            cache_read_tokens: i,
+            cache_write_tokens: 0,
+            cost_pico: (i != 2).then_some(1_500_000 * (i + 1)),
+            status: 200,
+            latency_ms: 42,
+            complete: i != 1,
+        })
+        .collect()
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -57,6 +83,9 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         ..
     } = env;
     server.stop().await;
+    let store = open(&db).await;
+    assert_eq!(store.insert_usage(&usage_records()).await.unwrap(), 3);
+    store.close().await;
 
     let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -122,10 +151,9 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
     let (a, b) = (open(&db).await, open(&db_b).await);
-    same_data(
-        &backup::take(&a).await.unwrap(),
-        &backup::take(&b).await.unwrap(),
-    );
+    let restored = backup::take(&b).await.unwrap();
+    assert_eq!(restored.usage_records, usage_records());
+    same_data(&backup::take(&a).await.unwrap(), &restored);
     a.close().await;
     b.close().await;
 
@@ -154,4 +182,21 @@ async fn restore_rejects_files_that_are_not_backups() {
     let store = open(&dir.join("x.db").display().to_string()).await;
     let err = backup::restore_from_file(&store, &file).await.unwrap_err();
     assert!(matches!(err, backup::BackupError::Format(..)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_written_before_usage_was_included_still_restores() {
+    let dir = std::env::temp_dir().join(common::unique("cp-oldbackup-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = open(&dir.join("a.db").display().to_string()).await;
+    let mut doc = serde_json::to_value(backup::take(&source).await.unwrap()).unwrap();
+    doc.as_object_mut()
+        .unwrap()
+        .remove("usage_records")
+        .unwrap();
+    let file = dir.join("old.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let target = open(&dir.join("b.db").display().to_string()).await;
+    let counts = backup::restore_from_file(&target, &file).await.unwrap();
+    assert_eq!(counts.usage, 0);
 }

@@ -11,7 +11,7 @@ mod projects;
 mod providers;
 mod routes;
 mod snapshots;
-mod usage;
+pub(crate) mod usage;
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use keys::KeyRow;
@@ -21,7 +21,7 @@ pub use projects::ProjectRow;
 pub use providers::ProviderRow;
 pub use routes::RouteRow;
 pub use snapshots::{ConfigRows, GatewayRow, SnapshotHead};
-pub use usage::{UsageFilter, UsageGrouping, UsageRow};
+pub use usage::{ProjectSpend, UsageFilter, UsageGrouping, UsageRow};
 
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};

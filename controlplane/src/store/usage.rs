@@ -59,14 +59,15 @@ fn i(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl Store {
-    /// Inserts a batch in one transaction; a record whose `id` is already stored is skipped.
-    /// Returns how many were new.
-    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let mut inserted = 0;
-        for r in records {
-            let res = sqlx::query(
+/// Inserts `records` inside `tx`, skipping any whose `id` is already stored; returns how many
+/// were new. Shared by ingest and restore.
+pub(crate) async fn insert_usage_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[UsageRecord],
+) -> Result<u64, sqlx::Error> {
+    let mut inserted = 0;
+    for r in records {
+        let res = sqlx::query(
                 "INSERT INTO usage_records (id, request_id, at_ms, org, project, key_id, provider, \
                  route, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
                  cost_pico, priced, status, latency_ms, complete) VALUES ($1, $2, $3, $4, $5, $6, \
@@ -90,12 +91,92 @@ impl Store {
             .bind(i64::from(r.status))
             .bind(i(r.latency_ms))
             .bind(i64::from(r.complete))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            inserted += res.rows_affected();
+        inserted += res.rows_affected();
+    }
+    Ok(inserted)
+}
+
+/// One project's spend over a period.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct ProjectSpend {
+    /// Org slug.
+    pub org: String,
+    /// Project slug.
+    pub project: String,
+    /// Exact cost, pico-units.
+    pub cost_pico: i64,
+}
+
+/// A stored usage row, every column (for backups).
+#[derive(sqlx::FromRow)]
+struct StoredUsage {
+    id: String,
+    request_id: String,
+    at_ms: i64,
+    org: String,
+    project: String,
+    key_id: Option<String>,
+    provider: String,
+    route: String,
+    model: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    cost_pico: i64,
+    priced: i64,
+    status: i64,
+    latency_ms: i64,
+    complete: i64,
+}
+
+impl From<StoredUsage> for UsageRecord {
+    fn from(r: StoredUsage) -> Self {
+        let u = |n: i64| u64::try_from(n).unwrap_or(0);
+        UsageRecord {
+            id: r.id,
+            request_id: r.request_id,
+            at_ms: r.at_ms,
+            org: r.org,
+            project: r.project,
+            key_id: r.key_id,
+            provider: r.provider,
+            route: r.route,
+            model: (!r.model.is_empty()).then_some(r.model),
+            input_tokens: u(r.input_tokens),
+            output_tokens: u(r.output_tokens),
+            cache_read_tokens: u(r.cache_read_tokens),
+            cache_write_tokens: u(r.cache_write_tokens),
+            cost_pico: (r.priced != 0).then(|| u(r.cost_pico)),
+            status: u16::try_from(r.status).unwrap_or(0),
+            latency_ms: u(r.latency_ms),
+            complete: r.complete != 0,
         }
+    }
+}
+
+impl Store {
+    /// Inserts a batch in one transaction; a record whose `id` is already stored is skipped.
+    /// Returns how many were new.
+    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = insert_usage_in(&mut tx, records).await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Every stored usage record, oldest first (for backups).
+    pub async fn all_usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, StoredUsage>(
+            "SELECT id, request_id, at_ms, org, project, key_id, provider, route, model, \
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_pico, \
+             priced, status, latency_ms, complete FROM usage_records ORDER BY at_ms, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(UsageRecord::from).collect())
     }
 
     /// Sums an org's usage, grouped as asked, ordered by the group columns.
@@ -150,6 +231,24 @@ impl Store {
             .await?;
         // An ungrouped query over no rows still yields one row of zeros: keep it (totals).
         Ok(rows)
+    }
+
+    /// Priced spend per org and project in `[from_ms, to_ms)`, for gateways restoring their
+    /// budget counters.
+    pub async fn spend_by_project(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ProjectSpend>, StoreError> {
+        Ok(sqlx::query_as::<_, ProjectSpend>(
+            "SELECT org, project, CAST(COALESCE(SUM(cost_pico), 0) AS BIGINT) AS cost_pico \
+             FROM usage_records WHERE at_ms >= $1 AND at_ms < $2 AND priced = 1 \
+             GROUP BY org, project ORDER BY org, project",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Deletes records older than `before_ms`; returns how many.
