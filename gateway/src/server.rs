@@ -14,7 +14,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::GatewayFile;
-use crate::drain::Drainer;
+use crate::drain::{Drainer, ExitBarrier, ExitTask};
 use crate::governance::Governor;
 use crate::limits::redis::RedisLimiter;
 use crate::live::LiveConfig;
@@ -176,11 +176,13 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             file_snapshots: cp_client.is_none(),
         },
     );
+    let exit = ExitBarrier::default();
     let drainer = background_service(
         "drain",
         Drainer {
             in_flight,
             draining,
+            exit: exit.clone(),
         },
     );
 
@@ -190,38 +192,61 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     server.add_service(drainer);
     if let Some(client) = cp_client {
         server.add_service(background_service(
+            "control-plane-spend",
+            crate::control_plane::spend::SpendSync {
+                client: client.clone(),
+                gov: gov.clone(),
+            },
+        ));
+        server.add_service(background_service(
             "control-plane",
             crate::control_plane::ControlPlaneClient(client),
         ));
     }
     if let Some(shipper) = usage_shipper {
-        server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
+        server.add_service(background_service(
+            "usage-ingest",
+            UsageShipper(shipper, exit.join()),
+        ));
     }
     if has_redis {
-        server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
+        server.add_service(background_service(
+            "redis-charges",
+            ChargeFlusher {
+                gov,
+                exit: exit.join(),
+            },
+        ));
     }
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
     server.run_forever();
 }
 
-/// Sends token and spend charges to Redis in batches.
+/// Sends token and spend charges to Redis in batches; the last batch after the last request.
 struct ChargeFlusher {
     gov: Arc<Governor>,
+    exit: ExitTask,
 }
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for ChargeFlusher {
-    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
-        self.gov.run_redis_flusher(shutdown).await;
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        self.gov.run_redis_flusher(self.exit.signal()).await;
+        self.exit.finish();
     }
 }
 
-/// Ships usage records to the control plane.
-struct UsageShipper(crate::ingest::Shipper<gateway_schema::UsageRecord>);
+/// Ships usage records to the control plane; what is left after the last request is delivered
+/// (or spooled) before the process exits.
+struct UsageShipper(
+    crate::ingest::Shipper<gateway_schema::UsageRecord>,
+    ExitTask,
+);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for UsageShipper {
-    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
-        self.0.run(shutdown).await;
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        self.0.run(self.1.signal()).await;
+        self.1.finish();
     }
 }

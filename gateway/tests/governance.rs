@@ -624,6 +624,40 @@ async fn budget_the_crossing_request_succeeds_the_next_gets_429_budget_exceeded(
         .contains("project crossed a monthly budget threshold"));
 }
 
+#[tokio::test]
+async fn a_budgeted_project_is_refused_a_model_without_a_price_and_others_are_not() {
+    let up = MockUpstream::start().await;
+    // `gpt-local` matches the `gpt-*` route but no default price; `gpt-priced` has one.
+    let extra = format!(
+        "prices:\n  - model: \"gpt-priced\"\n    input_per_mtok: 1000\n    output_per_mtok: 1000\nprojects:\n  - slug: budgeted\n    monthly_budget_cents: 500\n    keys:\n      - digest: \"{}\"\n  - slug: open\n    keys:\n      - digest: \"{}\"\n",
+        digest(KEY_A),
+        digest(KEY_B)
+    );
+    let gw = GatewayProc::start(&config_with(up.addr, &extra)).await;
+    let r = chat(&gw, KEY_A, "gpt-local").await;
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_priced");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"gpt-local\"") && msg.contains("prices"),
+        "{msg}"
+    );
+    // The native surface names the model in the body too.
+    let r = client()
+        .post(gw.url("/openai/v1/chat/completions"))
+        .bearer_auth(KEY_A)
+        .json(&chat_body("gpt-local", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (403, "model_not_priced".to_owned()));
+    assert_eq!(up.count(), 0, "refused requests reached the provider");
+    // A priced model passes; a project without a budget may use any routed model.
+    assert_eq!(chat(&gw, KEY_A, "gpt-priced").await.status(), 200);
+    assert_eq!(chat(&gw, KEY_B, "gpt-local").await.status(), 200);
+}
+
 /// A `server.limits` block on the Redis at `url` with a key prefix of this test's own.
 fn redis_limits(dir_tag: &str, url: &str, mode: &str) -> String {
     let dir = std::env::temp_dir().join(format!("gw-redis-{}-{dir_tag}", std::process::id()));
@@ -998,6 +1032,154 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
         || async { usage().await["requests"] == 1001 },
     )
     .await;
+}
+
+#[tokio::test]
+async fn sigterm_delivers_the_usage_still_in_memory_before_the_process_exits() {
+    let up = MockUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let cp = cp::ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/projects",
+        serde_json::json!({"slug": "billed"}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "billed").await;
+    let d = secrets.dir.display();
+    // A flush interval far beyond the test: records stay in memory until the exit.
+    let server_extra = format!(
+        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{d}/internal-secret\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/term-lkg.json\"\n    usage_ingest_token: \"file:{d}/usage-ingest-token\"\n    ingest:\n      spool_dir: \"{d}/term-spool\"\n      flush_ms: 60000\n      batch_size: 500\n",
+        url = cp.url,
+        pubkey = secrets.pub_file.display(),
+    );
+    let mut gw = GatewayProc::launch("", &server_extra, &[], true).await;
+    cp::eventually(Duration::from_secs(5), "the key works", || async {
+        client()
+            .get(gw.url("/v1/models"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    for i in 0..30 {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("x-request-id", format!("term-{i}"))
+            .json(&chat_body("gpt-4o", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await.unwrap();
+    }
+    // One more, a stream still running when SIGTERM arrives: its record is made after it.
+    let slow = {
+        let (url, key) = (gw.url("/v1/chat/completions"), key.clone());
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(key)
+                .header("x-mock-chunk-delay-ms", "200")
+                .json(&chat_body("gpt-4o", true))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = cp.get("/api/v1/orgs/acme/usage?project=billed").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["items"][0]["requests"], 0, "flushed before the exit: {v}");
+
+    gw.signal("TERM");
+    let (status, text) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("data: [DONE]"), "stream cut short: {text}");
+    assert_eq!(gw.wait_exit(Duration::from_secs(8)).await, Some(0));
+    // Delivered before the exit, not spooled for a later run.
+    let (st, v) = cp.get("/api/v1/orgs/acme/usage?project=billed").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["items"][0]["requests"], 31, "{v}\n{}", gw.logs());
+    let spooled = std::fs::read_dir(secrets.dir.join("term-spool/usage"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(spooled, 0, "records left in the spool");
+}
+
+#[tokio::test]
+async fn a_new_gateway_restores_the_months_spend_from_the_control_plane() {
+    let up = MockUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let cp = cp::ControlPlane::start(&secrets).await;
+    cp.seed_org("acme", "openai", up.addr).await;
+    cp.post(
+        "/api/v1/orgs/acme/policies",
+        serde_json::json!({"slug": "capped", "monthly_budget_cents": 100}),
+    )
+    .await;
+    cp.post(
+        "/api/v1/orgs/acme/projects",
+        serde_json::json!({"slug": "billed", "policy": "capped"}),
+    )
+    .await;
+    let (key, _) = cp.mint("acme", "billed").await;
+    // Earlier this month a gateway (gone since, its memory with it) reported the whole budget:
+    // $1.00 = 10^12 pico-units.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let record = serde_json::json!({
+        "id": "gone-gateway:1", "request_id": "earlier", "at_ms": now_ms - 1000,
+        "org": "acme", "project": "billed", "provider": "openai", "route": "gpt-*",
+        "model": "gpt-4o", "input_tokens": 100, "output_tokens": 100,
+        "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_pico": 1_000_000_000_000_u64,
+        "status": 200, "latency_ms": 10, "complete": true
+    });
+    let r = cp
+        .http
+        .post(format!("{}/internal/v1/ingest/usage", cp.url))
+        .bearer_auth(cp::INTERNAL_SECRET)
+        .header("x-ingest-token", cp::USAGE_INGEST_TOKEN)
+        .json(&serde_json::json!({"records": [record]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The spend endpoint refuses callers without the internal secret.
+    let r = cp
+        .http
+        .get(format!("{}/internal/v1/spend?from_ms=0", cp.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let lkg = secrets.dir.join("spend-lkg.json");
+    let gw = GatewayProc::launch(
+        "",
+        "",
+        &secrets.gateway_args(&cp.url, &lkg, "gw-spend"),
+        true,
+    )
+    .await;
+    // No Redis: the only way this gateway knows the budget is spent is the control plane.
+    cp::eventually(
+        Duration::from_secs(10),
+        "the spent budget is enforced",
+        || async {
+            let r = chat(&gw, &key, "gpt-4o").await;
+            r.status() == 429 && error_code(r).await.1 == "budget_exceeded"
+        },
+    )
+    .await;
+    assert!(gw
+        .logs()
+        .contains("month-to-date spend read from the control plane"));
 }
 
 #[tokio::test]

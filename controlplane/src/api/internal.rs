@@ -49,6 +49,38 @@ pub async fn ingest(
     }
 }
 
+/// `GET /internal/v1/spend?from_ms=..&to_ms=..`'s query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendQuery {
+    /// From (Unix ms, inclusive).
+    from_ms: i64,
+    /// Until (Unix ms, exclusive); now when absent.
+    to_ms: Option<i64>,
+}
+
+/// `GET /internal/v1/spend`: priced spend per project over a period (gateways ask for the
+/// current month at start and every 30 s, to restore their budget counters):
+/// `{"projects": [{"org", "project", "cost_pico"}]}`.
+pub async fn spend(
+    State(st): State<AppState>,
+    super::ApiQuery(q): super::ApiQuery<SpendQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let to_ms = q.to_ms.unwrap_or(i64::MAX);
+    if q.from_ms < 0 || to_ms <= q.from_ms {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "from_ms must be >= 0 and before to_ms",
+        ));
+    }
+    let projects = st
+        .store
+        .spend_by_project(q.from_ms, to_ms)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(serde_json::json!({ "projects": projects })))
+}
+
 /// Validates and stores a usage batch: `{"stored": new, "duplicates": already stored}`.
 async fn ingest_usage(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
     let batch: UsageBatch = serde_json::from_slice(body)

@@ -11,6 +11,7 @@
 //! full jitter, so a control-plane restart does not bring every gateway back at once.
 
 pub mod lkg;
+pub mod spend;
 pub mod sse;
 mod status;
 

@@ -96,6 +96,16 @@ impl Budgets {
         })
     }
 
+    /// Raises the spend of `project` (`org/project`) in the month of `now_secs` to at least
+    /// `pico` (never lowers it): spend stored by the control plane, after a restart.
+    pub fn raise(&self, project: &str, now_secs: i64, pico: u64) {
+        let month = Month::of(now_secs);
+        self.forget_old_months(month);
+        self.spend
+            .get(&spend_key(project, month))
+            .fetch_max(pico, Ordering::AcqRel);
+    }
+
     fn forget_old_months(&self, month: Month) {
         let start = month.start_secs();
         if self.month_start.swap(start, Ordering::AcqRel) != start {

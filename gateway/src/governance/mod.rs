@@ -242,7 +242,13 @@ impl Governor {
                     .inc_by(n);
             }
         }
-        let price = out.model.as_deref().and_then(|model| prices.price(model));
+        // The answering model's price, else the price of the model that was asked for (a
+        // budgeted project is only admitted to priced models).
+        let price = out
+            .model
+            .as_deref()
+            .and_then(|model| prices.price(model))
+            .or_else(|| gov.upstream_model.as_deref().and_then(|m| prices.price(m)));
         let cost = price.map_or(0, |p| p.cost_pico(&usage));
         out.cost_pico = price.map(|_| cost);
         if let (Some(redis), Some(shared)) = (&self.redis, &gov.shared) {
@@ -278,6 +284,21 @@ impl Governor {
             budget_cents,
             "project crossed a monthly budget threshold"
         );
+    }
+
+    /// Raises each project's month-to-date spend to what the control plane has stored (the
+    /// spend of every gateway, as reported): a restarted gateway (or a Redis that lost its
+    /// data) does not start the month from zero. Never lowers a counter.
+    pub async fn seed_spend(&self, spend: &[(String, u64)], now_secs: i64) {
+        for (project, pico) in spend {
+            self.budgets.raise(project, now_secs, *pico);
+            if let Some(redis) = &self.redis {
+                let month = crate::cost::calendar::Month::of(now_secs);
+                if let Err(e) = redis.raise_spend(project, month, *pico).await {
+                    tracing::warn!(%project, error = %e, "cannot restore the shared spend in Redis");
+                }
+            }
+        }
     }
 
     /// Sends Redis charges until shutdown (nothing to do without Redis).

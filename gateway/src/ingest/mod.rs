@@ -194,7 +194,9 @@ pub fn channel<T>(
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Shipper<T> {
-    /// Runs until `shutdown`; then spools whatever is still in memory.
+    /// Runs until `shutdown` (with an [`crate::drain::ExitTask`]'s signal: once the last
+    /// request has finished); then delivers what is still in memory, or spools it when the
+    /// control plane does not take it, so a graceful exit loses nothing.
     pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
@@ -227,7 +229,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Shipper<T> {
                 while !batch.is_empty() {
                     let n = batch.len().min(self.settings.batch_size);
                     let chunk: Vec<T> = batch.drain(..n).collect();
-                    self.spool_batch(chunk).await;
+                    let direct = !down && self.spool_depth() == 0;
+                    if !direct || !self.deliver(&chunk).await {
+                        down = true;
+                        self.spool_batch(chunk).await;
+                    }
                 }
                 return;
             }

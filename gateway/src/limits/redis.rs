@@ -33,6 +33,13 @@ const RETRY_AFTER_FAILURE_MS: u64 = 1000;
 /// Spend keys outlive their month by a few days.
 const SPEND_TTL_SECS: u64 = 35 * 86_400;
 
+/// KEYS: a spend counter. ARGV: the floor (pico), ttl. Raises the counter to the floor.
+const RAISE_SPEND_SCRIPT: &str = r"
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2])) end
+return 0
+";
+
 /// KEYS: key requests, key tokens, project requests, project tokens, spend.
 /// ARGV: key rpm, key tpm, project rpm, project tpm, budget (pico), window ttl; -1 = none.
 /// Returns {verdict, scope, key requests, key tokens, project requests, project tokens}:
@@ -190,6 +197,26 @@ impl RedisLimiter {
         let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| e.to_string())?;
         Ok(self.conn.get_or_init(|| c).clone())
+    }
+
+    /// Raises the shared spend counter of `project` (`org/project`) in `month` to at least
+    /// `pico` (never lowers it): how stored usage restores spend that Redis lost.
+    pub async fn raise_spend(&self, project: &str, month: Month, pico: u64) -> Result<(), String> {
+        let key = format!("{}spend:{}", self.prefix, spend_key(project, month));
+        let call = async {
+            let mut conn = self.conn()?;
+            redis::Script::new(RAISE_SPEND_SCRIPT)
+                .key(key)
+                .arg(i64::try_from(pico).unwrap_or(i64::MAX))
+                .arg(SPEND_TTL_SECS)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err("timed out".into()),
+        }
     }
 
     fn key(&self, scope: &str, minute: u64, kind: char) -> String {

@@ -38,6 +38,8 @@ pub enum Reject {
     ModelNotFound,
     /// The project may not use the model.
     ModelNotAllowed,
+    /// The project has a budget and the model has no price, so its cost could not be charged.
+    ModelNotPriced { model: String },
     /// The provider's key is not set (optional key).
     ProviderKeyMissing,
     /// Connecting to the provider failed.
@@ -88,7 +90,9 @@ impl Reject {
             | Self::MissingModel
             | Self::NoDefaultProvider
             | Self::InvalidMultipart => 400,
-            Self::ModelNotAllowed | Self::EndpointNotAllowed { .. } => 403,
+            Self::ModelNotAllowed
+            | Self::ModelNotPriced { .. }
+            | Self::EndpointNotAllowed { .. } => 403,
             Self::ProviderKeyMissing
             | Self::NoSnapshot
             | Self::Overloaded
@@ -118,6 +122,7 @@ impl Reject {
             Self::MissingModel => "missing_model",
             Self::ModelNotFound => "model_not_found",
             Self::ModelNotAllowed => "model_not_allowed",
+            Self::ModelNotPriced { .. } => "model_not_priced",
             Self::ProviderKeyMissing => "provider_key_missing",
             Self::UpstreamConnect => "upstream_connect_failed",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -172,6 +177,10 @@ impl Reject {
             Self::MissingModel => "The request body must have a string `model` field.".into(),
             Self::ModelNotFound => "The requested model does not exist or is not routed by this gateway.".into(),
             Self::ModelNotAllowed => "This project is not allowed to use the requested model.".into(),
+            Self::ModelNotPriced { model } => format!(
+                "This project has a monthly budget and the model {model:?} has no price, so its \
+                 cost cannot be charged. An administrator must add a price for it (`prices`)."
+            ),
             Self::ProviderKeyMissing => "The provider for this model has no API key configured on the gateway.".into(),
             Self::UpstreamConnect => "Could not connect to the upstream provider.".into(),
             Self::UpstreamTimeout => "The upstream provider did not respond in time.".into(),

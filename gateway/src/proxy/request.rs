@@ -124,6 +124,14 @@ async fn admit(
                     if !project.allows(model) {
                         return Err(Reject::ModelNotAllowed);
                     }
+                    let upstream = route.upstream_model.as_deref().unwrap_or(model.as_ref());
+                    if project.policy.monthly_budget_cents.is_some()
+                        && cfg.prices.price(upstream).is_none()
+                    {
+                        return Err(Reject::ModelNotPriced {
+                            model: upstream.to_owned(),
+                        });
+                    }
                     ctx.body = match &route.upstream_model {
                         Some(m) if **m != **model => body.rewrite(m)?,
                         _ => body.body().cloned(),
@@ -132,7 +140,7 @@ async fn admit(
                         cfg.providers[route.provider].kind,
                         path,
                         &mut ctx.body,
-                        Some(route.upstream_model.as_deref().unwrap_or(model.as_ref())),
+                        Some(upstream),
                     );
                     ctx.model_label = Some(route.label.clone());
                     route.provider
@@ -172,6 +180,13 @@ async fn admit(
                         return Err(Reject::ModelNotAllowed)
                     }
                     _ => {}
+                }
+            }
+            if project.policy.monthly_budget_cents.is_some() {
+                if let Some(m) = body.model_if_any()? {
+                    if cfg.prices.price(&m).is_none() {
+                        return Err(Reject::ModelNotPriced { model: m.into() });
+                    }
                 }
             }
             ctx.body = body.body().cloned();
