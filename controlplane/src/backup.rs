@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
 use crate::store::{
-    now_millis, AuditRecord, Backend, KeyRow, OrgRow, PolicyRow, ProjectRow, ProviderRow, RouteRow,
-    Store, StoreError,
+    now_millis, AuditRecord, Backend, CacheHitRow, KeyRow, OrgRow, PolicyRow, ProjectRow,
+    ProviderRow, RouteRow, Store, StoreError,
 };
 
 /// The format marker.
@@ -36,6 +36,9 @@ pub struct Backup {
     pub routes: Vec<RouteRow>,
     pub virtual_keys: Vec<KeyRow>,
     pub audit_log: Vec<AuditRecord>,
+    /// Absent in backups written before the response cache existed.
+    #[serde(default)]
+    pub cache_hits: Vec<CacheHitRow>,
 }
 
 /// Why a backup or restore failed.
@@ -65,20 +68,22 @@ pub struct Counts {
     pub policies: usize,
     pub keys: usize,
     pub audit: usize,
+    pub cache_hits: usize,
 }
 
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records",
+            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, {} cache hits",
             self.orgs,
             self.projects,
             self.providers,
             self.routes,
             self.policies,
             self.keys,
-            self.audit
+            self.audit,
+            self.cache_hits
         )
     }
 }
@@ -94,6 +99,7 @@ impl Backup {
             policies: self.policies.len(),
             keys: self.virtual_keys.len(),
             audit: self.audit_log.len(),
+            cache_hits: self.cache_hits.len(),
         }
     }
 }
@@ -130,6 +136,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         routes: all(store, "routes").await?,
         virtual_keys: all(store, "virtual_keys").await?,
         audit_log: all(store, "audit_log").await?,
+        cache_hits: store.all_cache_hits().await?,
     })
 }
 
@@ -170,6 +177,12 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
             return Err(BackupError::NotEmpty(t));
         }
     }
+    let (hits,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_hits")
+        .fetch_one(&mut *tx)
+        .await?;
+    if hits > 0 {
+        return Err(BackupError::NotEmpty("cache_hits"));
+    }
     for r in &b.orgs {
         sqlx::query(
             "INSERT INTO orgs (id, slug, display_name, created_at) VALUES ($1, $2, $3, $4)",
@@ -185,8 +198,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             max_in_flight, endpoints, default_provider, cache) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -200,6 +213,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.max_in_flight)
         .bind(r.endpoints.clone())
         .bind(r.default_provider.clone())
+        .bind(r.cache.clone())
         .execute(&mut *tx)
         .await?;
     }
@@ -286,6 +300,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .execute(&mut *tx)
         .await?;
     }
+    store.restore_cache_hits(&mut tx, &b.cache_hits).await?;
     if store.backend() == Backend::Postgres {
         // Explicit ids do not advance Postgres sequences: move each past the restored rows.
         for t in TABLES {
