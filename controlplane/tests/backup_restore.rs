@@ -21,6 +21,7 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.virtual_keys, b.virtual_keys);
     assert_eq!(a.audit_log, b.audit_log);
+    assert_eq!(a.cache_hits, b.cache_hits);
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -57,6 +58,15 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         ..
     } = env;
     server.stop().await;
+    // A cache hit a gateway reported is backed up and restored too.
+    let hit: gateway_schema::CacheHitRecord = serde_json::from_value(json!({
+        "id": "hit-1", "request_id": "req-2", "source_request_id": "req-1", "at_ms": 5,
+        "org": "acme", "project": "web", "key_id": null, "provider": "openai",
+        "route": "gpt-*", "model": "gpt-4o", "input_tokens": 3, "output_tokens": 4,
+        "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_saved_pico": 9
+    }))
+    .unwrap();
+    assert_eq!(open(&db).await.insert_cache_hits(&[hit]).await.unwrap(), 1);
 
     let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -122,10 +132,9 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
     let (a, b) = (open(&db).await, open(&db_b).await);
-    same_data(
-        &backup::take(&a).await.unwrap(),
-        &backup::take(&b).await.unwrap(),
-    );
+    let restored = backup::take(&b).await.unwrap();
+    assert_eq!(restored.cache_hits.len(), 1);
+    same_data(&backup::take(&a).await.unwrap(), &restored);
     a.close().await;
     b.close().await;
 
