@@ -203,7 +203,9 @@ async fn every_bypass_reason_goes_upstream_and_says_why() {
         b.to_string()
     };
     let tools = json!([{"type": "function", "function": {"name": "send_email"}}]);
-    let cases: Vec<(&str, &str, String, Vec<(&str, &str)>)> = vec![
+    // (expected reason, path, body, extra headers)
+    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "no_cache_header",
             "/v1/chat/completions",

@@ -109,26 +109,10 @@ pub fn header_bypasses(value: &[u8]) -> bool {
 pub fn key(id: Identity<'_>, body: &[u8], policy: &CacheSpec) -> Result<Key, Bypass> {
     let top: Entries<'_> = serde_json::from_slice(body).map_err(|_| Bypass::NotJson)?;
     for (name, value) in &top.0 {
-        let raw = value.get();
-        match name.as_str() {
-            "temperature" if !policy.allows(CacheAllowance::Temperature) => {
-                if serde_json::from_str::<f64>(raw).is_ok_and(|t| t > 0.0) {
-                    return Err(Bypass::Temperature);
-                }
+        if let Some((bypass, allowance)) = non_deterministic(name, value.get()) {
+            if !policy.allows(allowance) {
+                return Err(bypass);
             }
-            "n" if !policy.allows(CacheAllowance::N) => {
-                if serde_json::from_str::<f64>(raw).is_ok_and(|n| n > 1.0) {
-                    return Err(Bypass::N);
-                }
-            }
-            "tools" | "functions" if !policy.allows(CacheAllowance::Tools) => {
-                let empty = raw == "null"
-                    || serde_json::from_str::<Vec<&RawValue>>(raw).is_ok_and(|v| v.is_empty());
-                if !empty {
-                    return Err(Bypass::Tools);
-                }
-            }
-            _ => {}
         }
     }
     let mut h = Hasher::new();
@@ -142,6 +126,23 @@ pub fn key(id: Identity<'_>, body: &[u8], policy: &CacheSpec) -> Result<Key, Byp
     h.field(id.vary);
     h.object(top)?;
     Ok(h.finish())
+}
+
+/// Whether a top-level member makes the answer vary between identical requests.
+fn non_deterministic(name: &str, raw: &str) -> Option<(Bypass, CacheAllowance)> {
+    let number = || serde_json::from_str::<f64>(raw).ok();
+    match name {
+        "temperature" if number().is_some_and(|t| t > 0.0) => {
+            Some((Bypass::Temperature, CacheAllowance::Temperature))
+        }
+        "n" if number().is_some_and(|n| n > 1.0) => Some((Bypass::N, CacheAllowance::N)),
+        "tools" | "functions" => {
+            let empty = raw == "null"
+                || serde_json::from_str::<Vec<&RawValue>>(raw).is_ok_and(|v| v.is_empty());
+            (!empty).then_some((Bypass::Tools, CacheAllowance::Tools))
+        }
+        _ => None,
+    }
 }
 
 /// SHA-256 fed with canonical JSON through a small buffer (few, large updates).
