@@ -229,6 +229,16 @@ pub async fn retention_task(
             Ok(n) => tracing::info!(purged = n, usage_retention_days, "purged old usage records"),
             Err(e) => tracing::warn!(error = %e, "usage retention purge failed"),
         }
+        // Cache hits are usage's other half (what was saved): same retention.
+        match store.purge_cache_hits(now_millis() - usage_keep_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                purged = n,
+                usage_retention_days,
+                "purged old cache-hit records"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cache-hit retention purge failed"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = shutdown.changed() => return,

@@ -11,8 +11,8 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
 use crate::store::{
-    now_millis, AuditRecord, Backend, KeyRow, OrgRow, PolicyRow, ProjectRow, ProviderRow, RouteRow,
-    Store, StoreError,
+    now_millis, AuditRecord, Backend, CacheHitRow, KeyRow, OrgRow, PolicyRow, ProjectRow,
+    ProviderRow, RouteRow, Store, StoreError,
 };
 
 /// The format marker.
@@ -40,6 +40,9 @@ pub struct Backup {
     /// Usage reported by gateways. Absent from backups taken before it was included.
     #[serde(default)]
     pub usage_records: Vec<UsageRecord>,
+    /// Absent in backups written before the response cache existed.
+    #[serde(default)]
+    pub cache_hits: Vec<CacheHitRow>,
 }
 
 /// Why a backup or restore failed.
@@ -70,6 +73,7 @@ pub struct Counts {
     pub keys: usize,
     pub audit: usize,
     pub usage: usize,
+    pub cache_hits: usize,
 }
 
 impl fmt::Display for Counts {
@@ -77,7 +81,7 @@ impl fmt::Display for Counts {
         write!(
             f,
             "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
-             {} usage records",
+             {} usage records, {} cache hits",
             self.orgs,
             self.projects,
             self.providers,
@@ -85,7 +89,8 @@ impl fmt::Display for Counts {
             self.policies,
             self.keys,
             self.audit,
-            self.usage
+            self.usage,
+            self.cache_hits
         )
     }
 }
@@ -102,6 +107,7 @@ impl Backup {
             keys: self.virtual_keys.len(),
             audit: self.audit_log.len(),
             usage: self.usage_records.len(),
+            cache_hits: self.cache_hits.len(),
         }
     }
 }
@@ -143,6 +149,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         virtual_keys: all(store, "virtual_keys").await?,
         audit_log: all(store, "audit_log").await?,
         usage_records: store.all_usage().await?,
+        cache_hits: store.all_cache_hits().await?,
     })
 }
 
@@ -183,6 +190,12 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
             return Err(BackupError::NotEmpty(t));
         }
     }
+    let (hits,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cache_hits")
+        .fetch_one(&mut *tx)
+        .await?;
+    if hits > 0 {
+        return Err(BackupError::NotEmpty("cache_hits"));
+    }
     for r in &b.orgs {
         sqlx::query(
             "INSERT INTO orgs (id, slug, display_name, created_at) VALUES ($1, $2, $3, $4)",
@@ -198,8 +211,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             max_in_flight, endpoints, default_provider, cache) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -213,6 +226,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.max_in_flight)
         .bind(r.endpoints.clone())
         .bind(r.default_provider.clone())
+        .bind(r.cache.clone())
         .execute(&mut *tx)
         .await?;
     }
@@ -302,6 +316,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
     for chunk in b.usage_records.chunks(500) {
         crate::store::usage::insert_usage_in(&mut tx, chunk).await?;
     }
+    store.restore_cache_hits(&mut tx, &b.cache_hits).await?;
     if store.backend() == Backend::Postgres {
         // Explicit ids do not advance Postgres sequences: move each past the restored rows.
         for t in TABLES {

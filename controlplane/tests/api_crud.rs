@@ -344,6 +344,79 @@ async fn a_policy_enables_endpoint_families_and_names_a_default_provider() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_sets_the_response_cache_with_defaults_and_refuses_bad_cache_settings() {
+    let env = Env::start().await;
+    let s = &env.server;
+    let admin = env.admin();
+    let (st, _) = s
+        .post("/api/v1/orgs", &admin, json!({"slug": "acme"}))
+        .await;
+    assert_eq!(st, 201);
+    let (st, pol) = s
+        .post(
+            "/api/v1/orgs/acme/policies",
+            &admin,
+            json!({"slug": "cached", "cache": {"ttl_seconds": 60, "allow": ["temperature", "n", "temperature"]}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{pol}");
+    assert_eq!(
+        pol["cache"],
+        json!({"enabled": true, "ttl_seconds": 60, "max_entry_bytes": 1048576,
+               "allow": ["temperature", "n"]})
+    );
+    let (_, pol) = s.get("/api/v1/orgs/acme/policies/cached", &admin).await;
+    assert_eq!(pol["cache"]["ttl_seconds"], 60);
+    let (st, pol) = s
+        .put(
+            "/api/v1/orgs/acme/policies/cached",
+            &admin,
+            json!({"cache": {"enabled": false}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{pol}");
+    assert_eq!(pol["cache"]["enabled"], false);
+    let (_, pol) = s
+        .put("/api/v1/orgs/acme/policies/cached", &admin, json!({}))
+        .await;
+    assert_eq!(pol["cache"], serde_json::Value::Null);
+
+    for (cache, message) in [
+        (json!({"ttl_seconds": 0}), "cache.ttl_seconds"),
+        (json!({"ttl_seconds": 604801}), "cache.ttl_seconds"),
+        (json!({"max_entry_bytes": 0}), "cache.max_entry_bytes"),
+        (
+            json!({"max_entry_bytes": 67108865}),
+            "cache.max_entry_bytes",
+        ),
+        (json!({"allow": ["seed"]}), "cache.allow"),
+    ] {
+        let body = json!({"slug": "x", "cache": cache});
+        let (st, err) = s
+            .post("/api/v1/orgs/acme/policies", &admin, body.clone())
+            .await;
+        assert_eq!(
+            (st, err["error"]["code"].as_str()),
+            (400, Some("invalid_policy")),
+            "{body}"
+        );
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(message),
+            "{err}"
+        );
+    }
+    // An unknown cache field is refused, not ignored.
+    let (st, _) = s
+        .post(
+            "/api/v1/orgs/acme/policies",
+            &admin,
+            json!({"slug": "x", "cache": {"ttl": 5}}),
+        )
+        .await;
+    assert_eq!(st, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_json_errors_with_stable_codes() {
     let env = Env::start().await;
     let s = &env.server;

@@ -47,6 +47,7 @@ fn usage_records() -> Vec<gateway_schema::UsageRecord> {
             complete: i != 1,
         })
         .collect()
+    assert_eq!(a.cache_hits, b.cache_hits);
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -86,6 +87,15 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     let store = open(&db).await;
     assert_eq!(store.insert_usage(&usage_records()).await.unwrap(), 3);
     store.close().await;
+    // A cache hit a gateway reported is backed up and restored too.
+    let hit: gateway_schema::CacheHitRecord = serde_json::from_value(json!({
+        "id": "hit-1", "request_id": "req-2", "source_request_id": "req-1", "at_ms": 5,
+        "org": "acme", "project": "web", "key_id": null, "provider": "openai",
+        "route": "gpt-*", "model": "gpt-4o", "input_tokens": 3, "output_tokens": 4,
+        "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_saved_pico": 9
+    }))
+    .unwrap();
+    assert_eq!(open(&db).await.insert_cache_hits(&[hit]).await.unwrap(), 1);
 
     let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -153,6 +163,7 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     let (a, b) = (open(&db).await, open(&db_b).await);
     let restored = backup::take(&b).await.unwrap();
     assert_eq!(restored.usage_records, usage_records());
+    assert_eq!(restored.cache_hits.len(), 1);
     same_data(&backup::take(&a).await.unwrap(), &restored);
     a.close().await;
     b.close().await;

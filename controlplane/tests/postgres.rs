@@ -267,6 +267,53 @@ async fn usage_is_stored_idempotently_and_summed_on_postgres() {
     ];
     assert_eq!(store.insert_usage(&batch).await.unwrap(), 3);
     assert_eq!(store.insert_usage(&batch).await.unwrap(), 0);
+    // Cache hits: idempotent too, and summed with the same grouping.
+    let hit = |id: &str, project: &str, at_ms: i64| gateway_schema::CacheHitRecord {
+        id: id.into(),
+        request_id: format!("req-{id}"),
+        source_request_id: "req-a".into(),
+        at_ms,
+        org: "acme".into(),
+        project: project.into(),
+        key_id: None,
+        provider: "openai".into(),
+        route: "gpt-*".into(),
+        model: Some("gpt-4o".into()),
+        input_tokens: 5,
+        output_tokens: 1,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_saved_pico: Some(10),
+    };
+    let hits = vec![hit("h1", "web", day + 5), hit("h2", "web", day + 6)];
+    assert_eq!(store.insert_cache_hits(&hits).await.unwrap(), 2);
+    assert_eq!(store.insert_cache_hits(&hits).await.unwrap(), 0);
+    let saved = store
+        .query_savings(
+            "acme",
+            &controlplane::store::UsageFilter::default(),
+            controlplane::store::UsageGrouping {
+                project: true,
+                model: false,
+                day: true,
+            },
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, i64, i64, i64)> = saved
+        .iter()
+        .map(|r| {
+            (
+                r.project.clone(),
+                r.day,
+                r.hits,
+                r.input_tokens,
+                r.cost_saved_pico,
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("web".into(), 1, 2, 10, 20)]);
+    assert_eq!(store.purge_cache_hits(day + 6).await.unwrap(), 1);
     let g = controlplane::store::UsageGrouping {
         project: true,
         model: true,

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod body_model;
+pub mod cache;
 pub mod config;
 pub mod control_plane;
 pub mod cost;

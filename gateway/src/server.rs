@@ -88,14 +88,21 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     };
     let has_redis = redis.is_some();
     let mut gov = Governor::new(metrics.registry(), redis)?;
+    let mut cache = crate::cache::ResponseCache::new(
+        s.cache_memory_bytes,
+        cache_shared_store(s.redis_url.as_ref())?,
+        metrics.registry(),
+    )?;
     let mut usage_shipper = None;
+    let mut hits_shipper = None;
     if let Some(cp) = &s.control_plane {
-        if let Some(token) = &cp.usage_ingest_token {
+        let mut ingest_metrics = None;
+        let mut target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
             let target = crate::ingest::Target {
-                kind: "usage",
+                kind,
                 url: cp
                     .url
-                    .join("internal/v1/ingest/usage")
+                    .join(&format!("internal/v1/ingest/{kind}"))
                     .context("control_plane.url")?,
                 secret: cp
                     .internal_secret
@@ -103,12 +110,27 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                     .context("control_plane.internal_secret")?,
                 token: token
                     .resolve()
-                    .context("control_plane.usage_ingest_token")?,
+                    .with_context(|| format!("control_plane.{field}"))?,
             };
-            let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
-            let (queue, shipper) = crate::ingest::channel(target, &cp.ingest, ingest_metrics)?;
+            let m = match &ingest_metrics {
+                Some(m) => Clone::clone(m),
+                None => ingest_metrics
+                    .insert(crate::ingest::IngestMetrics::register(metrics.registry())?)
+                    .clone(),
+            };
+            anyhow::Ok((target, m))
+        };
+        if let Some(token) = &cp.usage_ingest_token {
+            let (t, m) = target("usage", token, "usage_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, m)?;
             gov = gov.with_usage_ingest(queue);
             usage_shipper = Some(shipper);
+        }
+        if let Some(token) = &cp.cache_hits_ingest_token {
+            let (t, m) = target("cache-hits", token, "cache_hits_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, m)?;
+            cache = cache.with_hit_ingest(queue);
+            hits_shipper = Some(shipper);
         }
     }
     let gov = Arc::new(gov);
@@ -130,6 +152,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         max_in_flight: Some(s.max_in_flight),
         gov: gov.clone(),
         ownership: crate::ownership::build(s.redis_url.as_ref())?,
+        cache: Arc::new(cache),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -206,7 +229,13 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     if let Some(shipper) = usage_shipper {
         server.add_service(background_service(
             "usage-ingest",
-            UsageShipper(shipper, exit.join()),
+            Shipper(shipper, exit.join()),
+        ));
+    }
+    if let Some(shipper) = hits_shipper {
+        server.add_service(background_service(
+            "cache-hits-ingest",
+            Shipper(shipper, exit.join()),
         ));
     }
     if has_redis {
@@ -236,15 +265,26 @@ impl pingora::services::background::BackgroundService for ChargeFlusher {
     }
 }
 
-/// Ships usage records to the control plane; what is left after the last request is delivered
-/// (or spooled) before the process exits.
-struct UsageShipper(
-    crate::ingest::Shipper<gateway_schema::UsageRecord>,
-    ExitTask,
-);
+/// The response cache's Redis tier, when `server.redis_url` is set.
+fn cache_shared_store(
+    url: Option<&gateway_schema::SecretRef>,
+) -> anyhow::Result<Option<crate::cache::redis::SharedStore>> {
+    let Some(r) = url else {
+        return Ok(None);
+    };
+    let url = r.resolve().context("server.redis_url")?;
+    Ok(Some(crate::cache::redis::SharedStore::new(&url)?))
+}
+
+/// Ships one kind of ingest records (usage, cache hits, ...) to the control plane; what is
+/// left after the last request is delivered (or spooled) before the process exits.
+struct Shipper<T>(crate::ingest::Shipper<T>, ExitTask);
 
 #[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for UsageShipper {
+impl<T> pingora::services::background::BackgroundService for Shipper<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
     async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
         self.0.run(self.1.signal()).await;
         self.1.finish();

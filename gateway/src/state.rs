@@ -66,6 +66,8 @@ pub struct Project {
     pub endpoints: Vec<gateway_schema::EndpointFamily>,
     /// Provider name (in the project's org) for `/v1` requests that name no model.
     pub default_provider: Option<Arc<str>>,
+    /// The response cache, when the project enables it.
+    pub cache: Option<Arc<crate::cache::ProjectCache>>,
 }
 
 impl Project {
@@ -246,6 +248,11 @@ impl ActiveConfig {
                     policy: crate::limits::ProjectPolicy::new(view.slug, p),
                     endpoints: p.endpoints.clone(),
                     default_provider: p.default_provider.as_ref().map(|d| Arc::from(d.as_str())),
+                    cache: p
+                        .cache
+                        .as_ref()
+                        .filter(|c| c.enabled)
+                        .map(|c| Arc::new(crate::cache::ProjectCache::new(c))),
                 });
                 for k in &p.keys {
                     cfg.keys.insert(

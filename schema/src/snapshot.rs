@@ -328,6 +328,9 @@ pub struct ProjectSpec {
     /// Provider for requests that name no model (files, batches), per provider kind's surface.
     #[serde(default)]
     pub default_provider: Option<Slug>,
+    /// The exact-match response cache; absent: no cache.
+    #[serde(default)]
+    pub cache: Option<crate::CacheSpec>,
 }
 
 /// One virtual key, as its digest.

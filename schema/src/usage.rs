@@ -62,58 +62,82 @@ pub const MAX_BATCH: usize = 500;
 impl UsageRecord {
     /// Checks every field an untrusted sender controls; returns the first bad one.
     pub fn validate(&self) -> Result<(), String> {
-        let id_ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        };
-        let text_ok = |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
-        if !id_ok(&self.id) {
-            return Err("id".into());
-        }
-        if !id_ok(&self.request_id) {
-            return Err("request_id".into());
-        }
-        for (f, v) in [
-            ("org", &self.org),
-            ("project", &self.project),
-            ("provider", &self.provider),
-        ] {
-            if crate::Slug::try_from(v.clone()).is_err() {
-                return Err(f.into());
-            }
-        }
-        if !text_ok(&self.route) {
-            return Err("route".into());
-        }
-        if self.model.as_deref().is_some_and(|m| !text_ok(m)) {
-            return Err("model".into());
-        }
-        if self
-            .key_id
-            .as_deref()
-            .is_some_and(|k| !id_ok(k) || k.len() > 32)
-        {
-            return Err("key_id".into());
-        }
-        let big = |n: u64| i64::try_from(n).is_err();
-        if [
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.cache_write_tokens,
-            self.latency_ms,
-            self.cost_pico.unwrap_or(0),
-        ]
-        .into_iter()
-        .any(big)
-        {
-            return Err("counts must fit a signed 64-bit integer".into());
-        }
-        if self.at_ms < 0 {
-            return Err("at_ms".into());
-        }
-        Ok(())
+        check_common(CommonFields {
+            id: &self.id,
+            request_id: &self.request_id,
+            at_ms: self.at_ms,
+            org: &self.org,
+            project: &self.project,
+            key_id: self.key_id.as_deref(),
+            provider: &self.provider,
+            route: &self.route,
+            model: self.model.as_deref(),
+            counts: &[
+                self.input_tokens,
+                self.output_tokens,
+                self.cache_read_tokens,
+                self.cache_write_tokens,
+                self.latency_ms,
+                self.cost_pico.unwrap_or(0),
+            ],
+        })
     }
+}
+
+/// Whether `s` is a well-formed record or request id.
+pub(crate) fn id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The fields usage and cache-hit records share.
+pub(crate) struct CommonFields<'a> {
+    pub id: &'a str,
+    pub request_id: &'a str,
+    pub at_ms: i64,
+    pub org: &'a str,
+    pub project: &'a str,
+    pub key_id: Option<&'a str>,
+    pub provider: &'a str,
+    pub route: &'a str,
+    pub model: Option<&'a str>,
+    pub counts: &'a [u64],
+}
+
+/// Checks the shared fields; returns the first bad one.
+pub(crate) fn check_common(f: CommonFields<'_>) -> Result<(), String> {
+    let text_ok = |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
+    if !id_ok(f.id) {
+        return Err("id".into());
+    }
+    if !id_ok(f.request_id) {
+        return Err("request_id".into());
+    }
+    for (name, v) in [
+        ("org", f.org),
+        ("project", f.project),
+        ("provider", f.provider),
+    ] {
+        if crate::Slug::try_from(v.to_owned()).is_err() {
+            return Err(name.into());
+        }
+    }
+    if !text_ok(f.route) {
+        return Err("route".into());
+    }
+    if f.model.is_some_and(|m| !text_ok(m)) {
+        return Err("model".into());
+    }
+    if f.key_id.is_some_and(|k| !id_ok(k) || k.len() > 32) {
+        return Err("key_id".into());
+    }
+    if f.counts.iter().any(|&n| i64::try_from(n).is_err()) {
+        return Err("counts must fit a signed 64-bit integer".into());
+    }
+    if f.at_ms < 0 {
+        return Err("at_ms".into());
+    }
+    Ok(())
 }

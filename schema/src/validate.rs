@@ -171,6 +171,9 @@ fn validate_org(
                 err(at(field), "must be at least 1 (omit it for no limit)");
             }
         }
+        if let Some((field, reason)) = p.cache.as_ref().and_then(|c| c.check().err()) {
+            err(at(&format!("cache.{field}")), reason);
+        }
         if let Some(d) = &p.default_provider {
             if !providers.contains(d.as_str()) {
                 err(at("default_provider"), "names no provider in `providers`");

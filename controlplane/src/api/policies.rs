@@ -1,12 +1,12 @@
 //! `/api/v1/orgs/{org}/policies`: limits a project is held to — allowed models, body cap,
-//! requests and tokens per minute, monthly budget, in-flight cap — and the provider endpoint
+//! requests and tokens per minute, monthly budget, in-flight cap — the provider endpoint
 //! families beyond inference it may use (with the default provider for requests that name no
-//! model).
+//! model), and its response cache.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use gateway_schema::{EndpointFamily, ModelPattern};
+use gateway_schema::{CacheAllowance, CacheSpec, EndpointFamily, ModelPattern};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -75,6 +75,84 @@ pub struct PolicySettings {
         max_length = 63
     )]
     pub default_provider: Option<String>,
+    /// The exact-match response cache; absent: no cache.
+    #[serde(default)]
+    pub cache: Option<CachePolicy>,
+}
+
+/// A project's response cache (see the README's "Response cache").
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Whether the cache answers requests (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long a stored response is served, in seconds (1 to 604800; default 300).
+    #[serde(default = "default_ttl")]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub ttl_seconds: u64,
+    /// Largest response body stored, in bytes (1 to 64 MiB; default 1 MiB).
+    #[serde(default = "default_max_entry")]
+    #[schema(minimum = 1, maximum = 67108864)]
+    pub max_entry_bytes: u64,
+    /// Non-deterministic parameters whose requests may still be cached: `temperature`
+    /// (above 0), `n` (above 1), `tools` (tools or functions present). Default: none.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ttl() -> u64 {
+    gateway_schema::cache::DEFAULT_CACHE_TTL_SECONDS
+}
+fn default_max_entry() -> u64 {
+    gateway_schema::cache::DEFAULT_CACHE_MAX_ENTRY_BYTES
+}
+
+/// The policy's cache as the snapshot's type (validated), stored as JSON.
+fn cache_json(c: &CachePolicy) -> Result<String, ApiError> {
+    let mut allow: Vec<CacheAllowance> = Vec::with_capacity(c.allow.len());
+    for name in &c.allow {
+        let a = serde_json::from_value::<CacheAllowance>(serde_json::Value::String(name.clone()))
+            .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_policy",
+                "cache.allow: each entry must be one of temperature, n, tools",
+            )
+        })?;
+        if !allow.contains(&a) {
+            allow.push(a);
+        }
+    }
+    let spec = CacheSpec {
+        enabled: c.enabled,
+        ttl_seconds: c.ttl_seconds,
+        max_entry_bytes: c.max_entry_bytes,
+        allow,
+    };
+    spec.check().map_err(|(field, reason)| {
+        ApiError::bad_request("invalid_policy", format!("cache.{field} {reason}"))
+    })?;
+    serde_json::to_string(&spec).map_err(|_| ApiError::internal())
+}
+
+fn cache_view(json: &str) -> Result<CachePolicy, ApiError> {
+    let spec: CacheSpec = serde_json::from_str(json)
+        .map_err(|e| ApiError::from(StoreError::Corrupt(format!("policy cache: {e}"))))?;
+    let allow = spec
+        .allow
+        .iter()
+        .filter_map(|a| serde_json::to_value(a).ok())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    Ok(CachePolicy {
+        enabled: spec.enabled,
+        ttl_seconds: spec.ttl_seconds,
+        max_entry_bytes: spec.max_entry_bytes,
+        allow,
+    })
 }
 
 list_type!(PolicyList, Policy);
@@ -157,8 +235,10 @@ fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
                 .to_string(),
         ),
     };
+    let cache = s.cache.as_ref().map(cache_json).transpose()?;
     let big = i64::MAX as u64;
     Ok(PolicyFields {
+        cache,
         endpoints,
         default_provider,
         allowed_models,
@@ -204,6 +284,7 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
                 ApiError::from(StoreError::Corrupt(format!("policy endpoints: {e}")))
             })?),
         };
+    let cache = r.cache.as_deref().map(cache_view).transpose()?;
     let u = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
     Ok(Policy {
         slug: r.slug,
@@ -216,6 +297,7 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             max_in_flight: u(r.max_in_flight),
             endpoints,
             default_provider: r.default_provider,
+            cache,
         },
         created_at: r.created_at,
     })

@@ -1,5 +1,8 @@
 //! `GET /api/v1/orgs/{org}/usage`: exact token counts and cost, summed and grouped, from the
-//! records gateways report (streams included; never estimates).
+//! records gateways report (streams included; never estimates), with what the response cache
+//! saved beside them: hits, the tokens their stored responses used and what those would have
+//! cost again. A hit is not a usage record (it spent nothing), so `requests` counts only the
+//! requests that reached a provider.
 
 use axum::extract::State;
 use axum::Json;
@@ -13,7 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::guards::slug::PathSlugs;
 use crate::rbac::Need;
 use crate::state::AppState;
-use crate::store::{UsageFilter, UsageGrouping, UsageRow};
+use crate::store::{SavingsRow, UsageFilter, UsageGrouping, UsageRow};
 
 /// Filters and grouping of a usage query.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -61,6 +64,20 @@ pub struct UsageGroup {
     pub unpriced_requests: i64,
     /// Requests whose response did not reach its end (counted for what was received).
     pub incomplete_requests: i64,
+    /// Requests answered from the response cache (not in `requests`).
+    pub cache_hits: i64,
+    /// Uncached input tokens the cache hits did not spend again.
+    pub saved_input_tokens: i64,
+    /// Output tokens saved.
+    pub saved_output_tokens: i64,
+    /// Prompt-cache read tokens saved.
+    pub saved_cache_read_tokens: i64,
+    /// Prompt-cache write tokens saved.
+    pub saved_cache_write_tokens: i64,
+    /// Cost saved by cache hits, pico-units (hits of unpriced models add nothing).
+    pub saved_cost_pico: i64,
+    /// The same in micro-units, rounded down.
+    pub saved_cost_micros: i64,
 }
 
 /// The answer of a usage query.
@@ -135,24 +152,65 @@ pub async fn get_usage(
         model: q.model,
     };
     let rows = st.store.query_usage(&org.slug, &f, g).await?;
-    let items = rows
-        .into_iter()
-        .map(|r: UsageRow| UsageGroup {
-            project: g.project.then_some(r.project),
-            model: g.model.then_some(r.model),
-            day: g.day.then(|| day_label(r.day)),
-            requests: r.requests,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            cache_read_tokens: r.cache_read_tokens,
-            cache_write_tokens: r.cache_write_tokens,
-            cost_pico: r.cost_pico,
-            cost_micros: r.cost_pico / 1_000_000,
-            unpriced_requests: r.unpriced_requests,
-            incomplete_requests: r.incomplete_requests,
-        })
-        .collect();
-    Ok(Json(UsageReport { items }))
+    let saved = st.store.query_savings(&org.slug, &f, g).await?;
+    Ok(Json(UsageReport {
+        items: merge(rows, saved, g),
+    }))
+}
+
+/// Joins spent and saved by group; a group with only hits (or only usage) has zeros for the
+/// other half. Ordered by project, model, day, like the queries.
+fn merge(rows: Vec<UsageRow>, saved: Vec<SavingsRow>, g: UsageGrouping) -> Vec<UsageGroup> {
+    let mut groups: std::collections::BTreeMap<(String, String, i64), UsageGroup> =
+        Default::default();
+    let empty = |project: &str, model: &str, day: i64| UsageGroup {
+        project: g.project.then(|| project.to_owned()),
+        model: g.model.then(|| model.to_owned()),
+        day: g.day.then(|| day_label(day)),
+        requests: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_pico: 0,
+        cost_micros: 0,
+        unpriced_requests: 0,
+        incomplete_requests: 0,
+        cache_hits: 0,
+        saved_input_tokens: 0,
+        saved_output_tokens: 0,
+        saved_cache_read_tokens: 0,
+        saved_cache_write_tokens: 0,
+        saved_cost_pico: 0,
+        saved_cost_micros: 0,
+    };
+    for r in rows {
+        let e = groups
+            .entry((r.project.clone(), r.model.clone(), r.day))
+            .or_insert_with(|| empty(&r.project, &r.model, r.day));
+        e.requests = r.requests;
+        e.input_tokens = r.input_tokens;
+        e.output_tokens = r.output_tokens;
+        e.cache_read_tokens = r.cache_read_tokens;
+        e.cache_write_tokens = r.cache_write_tokens;
+        e.cost_pico = r.cost_pico;
+        e.cost_micros = r.cost_pico / 1_000_000;
+        e.unpriced_requests = r.unpriced_requests;
+        e.incomplete_requests = r.incomplete_requests;
+    }
+    for s in saved {
+        let e = groups
+            .entry((s.project.clone(), s.model.clone(), s.day))
+            .or_insert_with(|| empty(&s.project, &s.model, s.day));
+        e.cache_hits = s.hits;
+        e.saved_input_tokens = s.input_tokens;
+        e.saved_output_tokens = s.output_tokens;
+        e.saved_cache_read_tokens = s.cache_read_tokens;
+        e.saved_cache_write_tokens = s.cache_write_tokens;
+        e.saved_cost_pico = s.cost_saved_pico;
+        e.saved_cost_micros = s.cost_saved_pico / 1_000_000;
+    }
+    groups.into_values().collect()
 }
 
 #[cfg(test)]

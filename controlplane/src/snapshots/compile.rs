@@ -119,6 +119,13 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
                     .then_some(name)
             }
         };
+        let cache = match policy.and_then(|pol| pol.cache.as_deref()) {
+            None => None,
+            Some(json) => Some(
+                serde_json::from_str::<gateway_schema::CacheSpec>(json)
+                    .map_err(|e| policy_err()(e.to_string()))?,
+            ),
+        };
         project_at.insert(p.id, (oi, orgs[oi].projects.len()));
         orgs[oi].projects.push(ProjectSpec {
             slug: slug("project", p.id, &p.slug)?,
@@ -131,6 +138,7 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
             max_in_flight: positive(policy.and_then(|pol| pol.max_in_flight)),
             endpoints,
             default_provider,
+            cache,
         });
     }
 
@@ -196,6 +204,7 @@ mod tests {
                 max_in_flight: None,
                 endpoints: endpoints.map(str::to_owned),
                 default_provider: default_provider.map(str::to_owned),
+                cache: None,
             }],
             projects: vec![ProjectRow {
                 id: 1,

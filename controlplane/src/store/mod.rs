@@ -3,6 +3,7 @@
 //! applied at start.
 
 mod audit;
+mod cache_hits;
 mod keys;
 mod org_scoped;
 mod orgs;
@@ -14,6 +15,7 @@ mod snapshots;
 pub(crate) mod usage;
 
 pub use audit::{AuditFilter, AuditRecord};
+pub use cache_hits::{CacheHitRow, SavingsRow};
 pub use keys::KeyRow;
 pub use orgs::OrgRow;
 pub use policies::{PolicyFields, PolicyRow};

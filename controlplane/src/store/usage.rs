@@ -55,7 +55,42 @@ pub struct UsageRow {
     pub incomplete_requests: i64,
 }
 
-fn i(n: u64) -> i64 {
+/// The SELECT expressions and `GROUP BY ... ORDER BY ...` of a grouping.
+pub(super) struct GroupSql {
+    pub project: &'static str,
+    pub model: &'static str,
+    pub day: &'static str,
+    pub group_by: String,
+}
+
+pub(super) fn group_sql(g: UsageGrouping) -> GroupSql {
+    let mut group: Vec<&str> = Vec::new();
+    if g.project {
+        group.push("project");
+    }
+    if g.model {
+        group.push("model");
+    }
+    if g.day {
+        group.push("(at_ms / 86400000)");
+    }
+    GroupSql {
+        project: if g.project { "project" } else { "''" },
+        model: if g.model { "model" } else { "''" },
+        day: if g.day {
+            "(at_ms / 86400000)"
+        } else {
+            "CAST(-1 AS BIGINT)"
+        },
+        group_by: if group.is_empty() {
+            String::new()
+        } else {
+            format!("GROUP BY {0} ORDER BY {0}", group.join(", "))
+        },
+    }
+}
+
+pub(super) fn i(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -186,28 +221,12 @@ impl Store {
         f: &UsageFilter,
         g: UsageGrouping,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        let project = if g.project { "project" } else { "''" };
-        let model = if g.model { "model" } else { "''" };
-        let day = if g.day {
-            "(at_ms / 86400000)"
-        } else {
-            "CAST(-1 AS BIGINT)"
-        };
-        let mut group: Vec<&str> = Vec::new();
-        if g.project {
-            group.push("project");
-        }
-        if g.model {
-            group.push("model");
-        }
-        if g.day {
-            group.push("(at_ms / 86400000)");
-        }
-        let group_by = if group.is_empty() {
-            String::new()
-        } else {
-            format!("GROUP BY {0} ORDER BY {0}", group.join(", "))
-        };
+        let GroupSql {
+            project,
+            model,
+            day,
+            group_by,
+        } = group_sql(g);
         let sql = format!(
             "SELECT {project} AS project, {model} AS model, {day} AS day, \
              CAST(COUNT(*) AS BIGINT) AS requests, \

@@ -79,6 +79,14 @@ pub struct ServerSettings {
     /// PEM CA certificates trusted for upstream TLS besides the system roots (corporate CA).
     #[serde(default)]
     pub upstream_ca_bundle: Option<PathBuf>,
+    /// Bytes the response cache may hold in this process, across every project (default
+    /// 256 MiB); the least valuable entries are evicted past it.
+    #[serde(default = "default_cache_memory_bytes")]
+    pub cache_memory_bytes: u64,
+}
+
+fn default_cache_memory_bytes() -> u64 {
+    crate::cache::DEFAULT_MEMORY_BYTES
 }
 
 fn default_max_in_flight() -> u64 {
@@ -155,6 +163,7 @@ impl Default for ServerSettings {
             limits: None,
             redis_url: None,
             upstream_ca_bundle: None,
+            cache_memory_bytes: default_cache_memory_bytes(),
         }
     }
 }
@@ -192,6 +201,12 @@ impl ServerSettings {
             return Err((
                 "body_memory_budget_bytes".into(),
                 "must be at least 1 (omit it for the default)".into(),
+            ));
+        }
+        if self.cache_memory_bytes == 0 {
+            return Err((
+                "cache_memory_bytes".into(),
+                "must be at least 1 (omit it for the default, 256 MiB)".into(),
             ));
         }
         if self.max_in_flight == 0 {

@@ -350,6 +350,25 @@ impl RequestGov {
         Ok(())
     }
 
+    /// A response served from the cache: its rate-limit headers, and nothing to meter (a hit
+    /// charges no tokens and no spend).
+    pub fn on_cache_hit(&mut self, resp: &mut ResponseHeader) -> pingora::Result<()> {
+        self.meter = None;
+        self.grant.headers.apply(resp)
+    }
+
+    /// The model sent upstream, when the request was routed by model.
+    pub fn upstream_model(&self) -> Option<&str> {
+        self.upstream_model.as_deref()
+    }
+
+    /// Whether the usage-only chunk is removed from this request's stream.
+    pub fn strips_usage_chunk(&self) -> bool {
+        self.meter
+            .as_ref()
+            .is_some_and(UsageMeter::strips_usage_chunk)
+    }
+
     /// One response body chunk.
     pub fn on_response_body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
         if let Some(m) = self.meter.as_mut() {

@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub gov: Option<crate::governance::RequestGov>,
     /// Provider objects this response creates or lists (ownership tracking).
     pub objects: Option<Box<crate::ownership::tracker::Tracker>>,
+    /// What the response cache did (`None`: the project has no cache).
+    pub cache: Option<crate::cache::RequestCache>,
     _in_flight: InFlight,
 }
 
@@ -100,6 +102,7 @@ impl RequestCtx {
             project_slot: None,
             gov: None,
             objects: None,
+            cache: None,
             _in_flight: in_flight,
         }
     }

@@ -36,7 +36,9 @@ pub fn log_request(
         (Some(gov), Some(c)) => gw.gov.settle(gov, &c.prices, provider, model, now_ms),
         _ => Default::default(),
     };
-    if let (Some(gov), Some(_)) = (ctx.gov.as_ref(), ctx.provider) {
+    // A cache hit is reported as a hit (with what it saved), not as usage.
+    let hit = super::cache::was_hit(ctx);
+    if let (Some(gov), Some(_), false) = (ctx.gov.as_ref(), ctx.provider, hit) {
         let facts = crate::governance::RequestFacts {
             request_id: &ctx.request_id,
             provider,
@@ -47,6 +49,15 @@ pub fn log_request(
         };
         gw.gov.report(gov, &settled, facts);
     }
+    let cache = ctx.cache.as_ref().map(|c| c.header());
+    super::cache::finish(
+        gw,
+        &mut ctx.cache,
+        &ctx.request_id,
+        &settled,
+        e.is_none(),
+        now_ms,
+    );
     let usage = settled.usage;
 
     let m = &gw.metrics;
@@ -88,6 +99,7 @@ pub fn log_request(
         cache_write_tokens = usage.map(|u| u.cache_write),
         cost_pico = settled.cost_pico,
         complete = settled.metered.then_some(settled.complete),
+        cache,
         error = e.map(|e| e.etype().as_str()),
     );
 }

@@ -1,8 +1,10 @@
 //! The Pingora `ProxyHttp` implementation, one file per phase:
 //! [`request`] (id, routing, auth, body, policy), [`upstream`] (peer, header rewrite, body
 //! replay), [`response`] (headers, byte counts), [`logging`] (metrics, access log), and
-//! [`errors`] (every response the gateway makes itself).
+//! [`errors`] (every response the gateway makes itself); [`cache`] is the response cache's
+//! part in those phases.
 
+mod cache;
 pub mod ctx;
 pub mod errors;
 mod logging;
@@ -43,6 +45,8 @@ pub struct Gateway {
     pub gov: Arc<crate::governance::Governor>,
     /// Who owns which provider object (files, batches, stored responses...).
     pub ownership: Arc<dyn crate::ownership::OwnershipStore>,
+    /// The response cache.
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 #[async_trait]

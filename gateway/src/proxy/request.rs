@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
-use super::{models, Gateway};
+use super::{cache, models, Gateway};
 use crate::body_model::BodyModel;
 use crate::routing::{self, Surface};
 use crate::state::ActiveConfig;
@@ -219,6 +219,11 @@ async fn admit(
         provider_path,
         query,
     ));
+    // Step 6, guardrails, goes here: they may redact `ctx.body`, which the cache keys on.
+    // Step 7: the exact-match response cache, on the body exactly as it would go upstream.
+    if cache::lookup(gw, cfg, session, ctx).await? {
+        return Ok(Admitted::Answered);
+    }
     Ok(Admitted::Proxy)
 }
 

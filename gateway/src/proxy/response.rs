@@ -26,7 +26,7 @@ pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingo
     if let Some(objects) = ctx.objects.as_mut() {
         objects.on_response_header(resp)?;
     }
-    Ok(())
+    super::cache::on_response_head(resp, ctx)
 }
 
 /// Counts usage and response bytes. Chunks pass through as the provider sends them (minus
@@ -39,6 +39,8 @@ pub fn response_body_filter(body: &mut Option<Bytes>, end_of_stream: bool, ctx: 
     if let Some(objects) = ctx.objects.as_mut() {
         objects.on_body(body, end_of_stream);
     }
+    // Last: the cache keeps exactly what the client receives.
+    super::cache::on_response_body(body.as_ref(), end_of_stream, ctx);
     if let Some(b) = body {
         ctx.response_bytes += b.len();
     }

@@ -70,6 +70,11 @@ impl UsageMeter {
         }
     }
 
+    /// Whether the usage-only chunk will be removed (as planned before the response head).
+    pub fn strips_usage_chunk(&self) -> bool {
+        self.strip_usage_chunk
+    }
+
     /// Decides how to read the body from the response head (and drops `Content-Length` when
     /// the gateway will remove an event from it).
     pub fn on_head(&mut self, resp: &mut ResponseHeader) {
