@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
 use crate::store::{
-    now_millis, AuditRecord, Backend, KeyRow, OrgRow, PolicyRow, ProjectRow, ProviderRow, RouteRow,
-    Store, StoreError,
+    now_millis, AuditRecord, Backend, GuardrailBlockRow, KeyRow, OrgRow, PolicyRow, ProjectRow,
+    ProviderRow, RouteRow, Store, StoreError,
 };
 
 /// The format marker.
@@ -36,6 +36,9 @@ pub struct Backup {
     pub routes: Vec<RouteRow>,
     pub virtual_keys: Vec<KeyRow>,
     pub audit_log: Vec<AuditRecord>,
+    /// Absent in backups written before the table existed.
+    #[serde(default)]
+    pub guardrail_blocks: Vec<GuardrailBlockRow>,
 }
 
 /// Why a backup or restore failed.
@@ -65,20 +68,23 @@ pub struct Counts {
     pub policies: usize,
     pub keys: usize,
     pub audit: usize,
+    pub guardrail_blocks: usize,
 }
 
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records",
+            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
+             {} guardrail block records",
             self.orgs,
             self.projects,
             self.providers,
             self.routes,
             self.policies,
             self.keys,
-            self.audit
+            self.audit,
+            self.guardrail_blocks
         )
     }
 }
@@ -94,11 +100,12 @@ impl Backup {
             policies: self.policies.len(),
             keys: self.virtual_keys.len(),
             audit: self.audit_log.len(),
+            guardrail_blocks: self.guardrail_blocks.len(),
         }
     }
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "orgs",
     "policies",
     "projects",
@@ -106,6 +113,7 @@ const TABLES: [&str; 7] = [
     "routes",
     "virtual_keys",
     "audit_log",
+    "guardrail_blocks",
 ];
 
 async fn all<T>(store: &Store, table: &str) -> Result<Vec<T>, sqlx::Error>
@@ -130,6 +138,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         routes: all(store, "routes").await?,
         virtual_keys: all(store, "virtual_keys").await?,
         audit_log: all(store, "audit_log").await?,
+        guardrail_blocks: all(store, "guardrail_blocks").await?,
     })
 }
 
@@ -185,8 +194,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             max_in_flight, endpoints, default_provider, guardrails) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -200,6 +209,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.max_in_flight)
         .bind(r.endpoints.clone())
         .bind(r.default_provider.clone())
+        .bind(r.guardrails.clone())
         .execute(&mut *tx)
         .await?;
     }
@@ -283,6 +293,23 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.reason.clone())
         .bind(&r.request_id)
         .bind(&r.source_addr)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for r in &b.guardrail_blocks {
+        sqlx::query(
+            "INSERT INTO guardrail_blocks (id, record_id, request_id, at_ms, org, project, key_id, \
+             rule_id, action) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id)
+        .bind(&r.record_id)
+        .bind(&r.request_id)
+        .bind(r.at_ms)
+        .bind(&r.org)
+        .bind(&r.project)
+        .bind(r.key_id.clone())
+        .bind(&r.rule_id)
+        .bind(&r.action)
         .execute(&mut *tx)
         .await?;
     }

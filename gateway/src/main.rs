@@ -61,6 +61,13 @@ struct ControlPlaneArgs {
     /// The usage ingest token, as a reference.
     #[arg(long, env = "GATEWAY_USAGE_INGEST_TOKEN", requires = "control_plane")]
     usage_ingest_token: Option<gateway_schema::SecretRef>,
+    /// The guardrail-blocks ingest token, as a reference.
+    #[arg(
+        long,
+        env = "GATEWAY_GUARDRAIL_BLOCKS_INGEST_TOKEN",
+        requires = "control_plane"
+    )]
+    guardrail_blocks_ingest_token: Option<gateway_schema::SecretRef>,
 }
 
 impl ControlPlaneArgs {
@@ -105,6 +112,9 @@ impl ControlPlaneArgs {
         }
         if let Some(t) = self.usage_ingest_token {
             cp.usage_ingest_token = Some(t);
+        }
+        if let Some(t) = self.guardrail_blocks_ingest_token {
+            cp.guardrail_blocks_ingest_token = Some(t);
         }
         Ok(Some(cp))
     }

@@ -89,13 +89,16 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let has_redis = redis.is_some();
     let mut gov = Governor::new(metrics.registry(), redis)?;
     let mut usage_shipper = None;
+    let mut guardrail_shipper = None;
+    let mut guardrails = crate::guardrails::GuardrailReporter::register(metrics.registry())?;
     if let Some(cp) = &s.control_plane {
-        if let Some(token) = &cp.usage_ingest_token {
-            let target = crate::ingest::Target {
-                kind: "usage",
+        let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
+        let target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
+            anyhow::Ok(crate::ingest::Target {
+                kind,
                 url: cp
                     .url
-                    .join("internal/v1/ingest/usage")
+                    .join(&format!("internal/v1/ingest/{kind}"))
                     .context("control_plane.url")?,
                 secret: cp
                     .internal_secret
@@ -103,12 +106,20 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                     .context("control_plane.internal_secret")?,
                 token: token
                     .resolve()
-                    .context("control_plane.usage_ingest_token")?,
-            };
-            let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
-            let (queue, shipper) = crate::ingest::channel(target, &cp.ingest, ingest_metrics)?;
+                    .with_context(|| format!("control_plane.{field}"))?,
+            })
+        };
+        if let Some(token) = &cp.usage_ingest_token {
+            let t = target("usage", token, "usage_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, ingest_metrics.clone())?;
             gov = gov.with_usage_ingest(queue);
             usage_shipper = Some(shipper);
+        }
+        if let Some(token) = &cp.guardrail_blocks_ingest_token {
+            let t = target("guardrail-blocks", token, "guardrail_blocks_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, ingest_metrics.clone())?;
+            guardrails = guardrails.with_ingest(queue);
+            guardrail_shipper = Some(shipper);
         }
     }
     let gov = Arc::new(gov);
@@ -130,6 +141,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         max_in_flight: Some(s.max_in_flight),
         gov: gov.clone(),
         ownership: crate::ownership::build(s.redis_url.as_ref())?,
+        guardrails: Arc::new(guardrails),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -195,7 +207,13 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         ));
     }
     if let Some(shipper) = usage_shipper {
-        server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
+        server.add_service(background_service("usage-ingest", IngestShipper(shipper)));
+    }
+    if let Some(shipper) = guardrail_shipper {
+        server.add_service(background_service(
+            "guardrail-blocks-ingest",
+            IngestShipper(shipper),
+        ));
     }
     if has_redis {
         server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
@@ -216,11 +234,14 @@ impl pingora::services::background::BackgroundService for ChargeFlusher {
     }
 }
 
-/// Ships usage records to the control plane.
-struct UsageShipper(crate::ingest::Shipper<gateway_schema::UsageRecord>);
+/// Ships one kind of record (usage, guardrail blocks) to the control plane.
+struct IngestShipper<T>(crate::ingest::Shipper<T>);
 
 #[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for UsageShipper {
+impl<T> pingora::services::background::BackgroundService for IngestShipper<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
         self.0.run(shutdown).await;
     }

@@ -22,6 +22,8 @@ pub enum BuildError {
     },
     #[error("{field}: the key contains characters not allowed in an HTTP header")]
     SecretNotHeaderSafe { field: String },
+    #[error("{field}: {reason}")]
+    Guardrails { field: String, reason: String },
     #[error("{field}: host {host} is not a valid header value: {reason}")]
     BadHost {
         field: String,
@@ -66,6 +68,8 @@ pub struct Project {
     pub endpoints: Vec<gateway_schema::EndpointFamily>,
     /// Provider name (in the project's org) for `/v1` requests that name no model.
     pub default_provider: Option<Arc<str>>,
+    /// The project's guardrails, compiled once per snapshot (`None`: it has none).
+    pub guardrails: Option<crate::guardrails::Guardrails>,
 }
 
 impl Project {
@@ -233,8 +237,15 @@ impl ActiveConfig {
                 cfg.providers.push(provider);
                 org.provider_by_name.insert(p.name.to_string(), index);
             }
-            for p in view.projects {
+            for (pi, p) in view.projects.iter().enumerate() {
                 let index = cfg.projects.len();
+                let guardrails =
+                    crate::guardrails::Guardrails::compile(&p.guardrails).map_err(|reason| {
+                        BuildError::Guardrails {
+                            field: view.field(&format!("projects[{pi}]")),
+                            reason,
+                        }
+                    })?;
                 cfg.projects.push(Project {
                     slug: Arc::from(p.slug.as_str()),
                     org: org_index,
@@ -246,6 +257,7 @@ impl ActiveConfig {
                     policy: crate::limits::ProjectPolicy::new(view.slug, p),
                     endpoints: p.endpoints.clone(),
                     default_provider: p.default_provider.as_ref().map(|d| Arc::from(d.as_str())),
+                    guardrails,
                 });
                 for k in &p.keys {
                     cfg.keys.insert(

@@ -6,6 +6,8 @@
 //! from a YAML file. [`Snapshot::validate`] checks every cross-field rule once, at the edge, so
 //! the hot path never re-validates. This crate has no Pingora and no SQL in it.
 
+pub mod guardrail_blocks;
+pub mod guardrails;
 pub mod key;
 pub mod secret;
 pub mod signed;
@@ -14,6 +16,8 @@ pub mod snapshot;
 pub mod usage;
 mod validate;
 
+pub use guardrail_blocks::{GuardrailBlockBatch, GuardrailBlockRecord};
+pub use guardrails::{Detector, GuardrailAction, GuardrailRule};
 pub use key::{KeyDigest, MintedKey};
 pub use secret::{Secret, SecretRef, SecretResolveError};
 pub use signed::{SignedSnapshot, SigningKey, VerifyError, VerifyingKey};

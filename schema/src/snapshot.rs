@@ -328,6 +328,9 @@ pub struct ProjectSpec {
     /// Provider for requests that name no model (files, batches), per provider kind's surface.
     #[serde(default)]
     pub default_provider: Option<Slug>,
+    /// Rules applied to the text users send, in order (see [`crate::guardrails`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<crate::GuardrailRule>,
 }
 
 /// One virtual key, as its digest.

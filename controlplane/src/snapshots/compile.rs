@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use gateway_schema::{
-    EndpointFamily, KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec, ProviderKind,
-    ProviderSpec, RouteSpec, SecretRef, Slug, Snapshot,
+    EndpointFamily, GuardrailRule, KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec,
+    ProviderKind, ProviderSpec, RouteSpec, SecretRef, Slug, Snapshot,
 };
 
 use crate::store::{ConfigRows, PolicyRow};
@@ -119,6 +119,11 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
                     .then_some(name)
             }
         };
+        let guardrails = match policy.and_then(|pol| pol.guardrails.as_deref()) {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str::<Vec<GuardrailRule>>(json)
+                .map_err(|e| policy_err()(e.to_string()))?,
+        };
         project_at.insert(p.id, (oi, orgs[oi].projects.len()));
         orgs[oi].projects.push(ProjectSpec {
             slug: slug("project", p.id, &p.slug)?,
@@ -131,6 +136,7 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
             max_in_flight: positive(policy.and_then(|pol| pol.max_in_flight)),
             endpoints,
             default_provider,
+            guardrails,
         });
     }
 
@@ -196,6 +202,7 @@ mod tests {
                 max_in_flight: None,
                 endpoints: endpoints.map(str::to_owned),
                 default_provider: default_provider.map(str::to_owned),
+                guardrails: None,
             }],
             projects: vec![ProjectRow {
                 id: 1,

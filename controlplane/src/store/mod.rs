@@ -3,6 +3,7 @@
 //! applied at start.
 
 mod audit;
+mod guardrail_blocks;
 mod keys;
 mod org_scoped;
 mod orgs;
@@ -14,6 +15,7 @@ mod snapshots;
 mod usage;
 
 pub use audit::{AuditFilter, AuditRecord};
+pub use guardrail_blocks::{GuardrailBlockFilter, GuardrailBlockRow};
 pub use keys::KeyRow;
 pub use orgs::OrgRow;
 pub use policies::{PolicyFields, PolicyRow};

@@ -26,6 +26,9 @@ pub struct PolicyRow {
     /// Provider slug for `/v1` requests that name no model, or NULL.
     #[serde(default)]
     pub default_provider: Option<String>,
+    /// JSON array of guardrail rules, or NULL for none.
+    #[serde(default)]
+    pub guardrails: Option<String>,
 }
 
 /// The settable fields of a policy.
@@ -39,6 +42,7 @@ pub struct PolicyFields {
     pub max_in_flight: Option<i64>,
     pub endpoints: Option<String>,
     pub default_provider: Option<String>,
+    pub guardrails: Option<String>,
 }
 
 const TABLE: OrgTable = OrgTable {
@@ -49,7 +53,7 @@ const TABLE: OrgTable = OrgTable {
 
 const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
                     tokens_per_minute, monthly_budget_cents, created_at, max_in_flight, \
-                    endpoints, default_provider";
+                    endpoints, default_provider, guardrails";
 
 impl Store {
     /// Creates a policy.
@@ -62,8 +66,8 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "INSERT INTO policies (org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLS}"
+             max_in_flight, endpoints, default_provider, guardrails) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLS}"
         ))
         .bind(org_id)
         .bind(slug)
@@ -76,6 +80,7 @@ impl Store {
         .bind(f.max_in_flight)
         .bind(f.endpoints.clone())
         .bind(f.default_provider.clone())
+        .bind(f.guardrails.clone())
         .fetch_one(self.pool())
         .await
         .map_err(|e| {
@@ -97,7 +102,7 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "UPDATE policies SET allowed_models = $3, max_request_bytes = $4, \
              requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7, \
-             max_in_flight = $8, endpoints = $9, default_provider = $10 \
+             max_in_flight = $8, endpoints = $9, default_provider = $10, guardrails = $11 \
              WHERE org_id = $1 AND slug = $2 RETURNING {COLS}"
         ))
         .bind(org_id)
@@ -110,6 +115,7 @@ impl Store {
         .bind(f.max_in_flight)
         .bind(f.endpoints.clone())
         .bind(f.default_provider.clone())
+        .bind(f.guardrails.clone())
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("policy"))

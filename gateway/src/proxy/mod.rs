@@ -43,6 +43,8 @@ pub struct Gateway {
     pub gov: Arc<crate::governance::Governor>,
     /// Who owns which provider object (files, batches, stored responses...).
     pub ownership: Arc<dyn crate::ownership::OwnershipStore>,
+    /// Counts and reports what guardrail rules did.
+    pub guardrails: Arc<crate::guardrails::GuardrailReporter>,
 }
 
 #[async_trait]
