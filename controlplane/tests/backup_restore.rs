@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::data::{api_view, populate};
+use common::data::{add_guardrail_blocks, api_view, populate};
 use common::{Env, TestServer};
 use controlplane::backup::{self, Backup};
 use controlplane::store::Store;
@@ -21,6 +21,8 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.virtual_keys, b.virtual_keys);
     assert_eq!(a.audit_log, b.audit_log);
+    assert_eq!(a.guardrail_blocks, b.guardrail_blocks);
+    assert_eq!(a.guardrail_blocks.len(), 2);
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -57,6 +59,9 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         ..
     } = env;
     server.stop().await;
+    let store = open(&db).await;
+    add_guardrail_blocks(&store).await;
+    store.close().await;
 
     let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
     std::fs::create_dir_all(&dir).unwrap();

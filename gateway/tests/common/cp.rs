@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789";
 pub const USAGE_INGEST_TOKEN: &str = "test-usage-ingest-token-0123456789";
+pub const GUARDRAIL_BLOCKS_INGEST_TOKEN: &str = "test-guardrail-blocks-token-0123456789";
 
 /// Files shared by a control plane and its gateways.
 #[derive(Clone)]
@@ -21,6 +22,7 @@ pub struct Secrets {
     pub key_file: PathBuf,
     pub pub_file: PathBuf,
     pub usage_token_file: PathBuf,
+    pub guardrail_blocks_token_file: PathBuf,
 }
 
 impl Secrets {
@@ -35,12 +37,15 @@ impl Secrets {
         let (key_file, pub_file) = controlplane::keygen::write_pair(&dir.join("signing")).unwrap();
         let usage_token_file = dir.join("usage-ingest-token");
         std::fs::write(&usage_token_file, USAGE_INGEST_TOKEN).unwrap();
+        let guardrail_blocks_token_file = dir.join("guardrail-blocks-ingest-token");
+        std::fs::write(&guardrail_blocks_token_file, GUARDRAIL_BLOCKS_INGEST_TOKEN).unwrap();
         Self {
             dir,
             secret_file,
             key_file,
             pub_file,
             usage_token_file,
+            guardrail_blocks_token_file,
         }
     }
 
@@ -104,12 +109,14 @@ guards:
 internal:
   secret: "file:{secret}"
   usage_ingest_token: "file:{usage}"
+  guardrail_blocks_ingest_token: "file:{blocks}"
 snapshots:
   signing_key: "file:{key}"
 "#,
         secret = secrets.secret_file.display(),
         key = secrets.key_file.display(),
         usage = secrets.usage_token_file.display(),
+        blocks = secrets.guardrail_blocks_token_file.display(),
     );
     let cfg: Config = serde_yaml_ng::from_str(&yaml).unwrap();
     cfg.validate().unwrap();
