@@ -6,8 +6,11 @@ use std::ops::Range;
 
 use gateway_schema::Detector;
 
+/// A check of a pattern match: the byte range within it that really is a detection.
+pub type Check = fn(&str) -> Option<Range<usize>>;
+
 /// The check a detector's matches must pass (`None`: every match counts).
-pub fn check(detector: Detector) -> Option<fn(&str) -> Option<Range<usize>>> {
+pub fn check(detector: Detector) -> Option<Check> {
     match detector {
         Detector::CardNumber => Some(card_number),
         Detector::Iban => Some(iban),
@@ -59,7 +62,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN lengths by country (the SWIFT IBAN registry).

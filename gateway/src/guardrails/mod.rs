@@ -78,8 +78,7 @@ pub fn enforce(
     }
 }
 
-/// A detector's check of a pattern match (see [`detectors`]).
-type Check = fn(&str) -> Option<Range<usize>>;
+use detectors::Check;
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -106,8 +105,8 @@ pub struct Guardrails {
 pub enum Verdict {
     /// Nothing matched.
     Pass,
-    /// Rule `0` (an index of [`Guardrails::rule`]) blocks the request: the first blocking
-    /// match in body order.
+    /// Rule `0` (an index of [`Guardrails::rule`]) blocks the request: in the first string
+    /// (body order) that a blocking rule matches, the first such rule (policy order).
     Block(usize),
     /// The body with every redacting match replaced, and the rules that redacted.
     Redacted {
