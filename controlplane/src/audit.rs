@@ -208,16 +208,31 @@ async fn write(st: &AppState, rec: &AuditRecord) {
     }
 }
 
-/// Purges audit and usage records older than their retention periods now and then hourly,
-/// until shutdown.
+/// Retention periods, in days.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Audit records.
+    pub audit_days: u32,
+    /// Usage records.
+    pub usage_days: u32,
+    /// Guardrail block records.
+    pub guardrail_blocks_days: u32,
+}
+
+/// Purges audit, usage and guardrail block records older than their retention periods now
+/// and then hourly, until shutdown.
 pub async fn retention_task(
     store: Store,
-    retention_days: u32,
-    usage_retention_days: u32,
+    retention: Retention,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
-    let usage_keep_ms = i64::from(usage_retention_days) * 24 * 3600 * 1000;
+    let days_ms = |d: u32| i64::from(d) * 24 * 3600 * 1000;
+    let retention_days = retention.audit_days;
+    let usage_retention_days = retention.usage_days;
+    let guardrail_blocks_retention_days = retention.guardrail_blocks_days;
+    let keep_ms = days_ms(retention_days);
+    let usage_keep_ms = days_ms(usage_retention_days);
+    let blocks_keep_ms = days_ms(guardrail_blocks_retention_days);
     loop {
         match store.purge_audit(now_millis() - keep_ms).await {
             Ok(0) => {}
@@ -238,6 +253,18 @@ pub async fn retention_task(
                 "purged old cache-hit records"
             ),
             Err(e) => tracing::warn!(error = %e, "cache-hit retention purge failed"),
+        }
+        match store
+            .purge_guardrail_blocks(now_millis() - blocks_keep_ms)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                purged = n,
+                guardrail_blocks_retention_days,
+                "purged old guardrail block records"
+            ),
+            Err(e) => tracing::warn!(error = %e, "guardrail block retention purge failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

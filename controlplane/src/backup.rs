@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
 use crate::store::{
-    now_millis, AuditRecord, Backend, CacheHitRow, KeyRow, OrgRow, PolicyRow, ProjectRow,
+    now_millis, AuditRecord, Backend, CacheHitRow, GuardrailBlockRow, KeyRow, OrgRow, PolicyRow,
+    ProjectRow,
     ProviderRow, RouteRow, Store, StoreError,
 };
 
@@ -43,6 +44,9 @@ pub struct Backup {
     /// Absent in backups written before the response cache existed.
     #[serde(default)]
     pub cache_hits: Vec<CacheHitRow>,
+    /// Absent in backups written before the table existed.
+    #[serde(default)]
+    pub guardrail_blocks: Vec<GuardrailBlockRow>,
 }
 
 /// Why a backup or restore failed.
@@ -74,6 +78,7 @@ pub struct Counts {
     pub audit: usize,
     pub usage: usize,
     pub cache_hits: usize,
+    pub guardrail_blocks: usize,
 }
 
 impl fmt::Display for Counts {
@@ -81,7 +86,7 @@ impl fmt::Display for Counts {
         write!(
             f,
             "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
-             {} usage records, {} cache hits",
+             {} usage records, {} cache hits, {} guardrail block records",
             self.orgs,
             self.projects,
             self.providers,
@@ -90,7 +95,8 @@ impl fmt::Display for Counts {
             self.keys,
             self.audit,
             self.usage,
-            self.cache_hits
+            self.cache_hits,
+            self.guardrail_blocks
         )
     }
 }
@@ -108,12 +114,13 @@ impl Backup {
             audit: self.audit_log.len(),
             usage: self.usage_records.len(),
             cache_hits: self.cache_hits.len(),
+            guardrail_blocks: self.guardrail_blocks.len(),
         }
     }
 }
 
 /// Tables with an integer `id` sequence, in foreign-key order.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "orgs",
     "policies",
     "projects",
@@ -121,6 +128,7 @@ const TABLES: [&str; 7] = [
     "routes",
     "virtual_keys",
     "audit_log",
+    "guardrail_blocks",
 ];
 
 /// Tables keyed by a gateway-minted text id (no sequence to move on restore).
@@ -150,6 +158,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         audit_log: all(store, "audit_log").await?,
         usage_records: store.all_usage().await?,
         cache_hits: store.all_cache_hits().await?,
+        guardrail_blocks: all(store, "guardrail_blocks").await?,
     })
 }
 
@@ -211,8 +220,8 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         sqlx::query(
             "INSERT INTO policies (id, org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider, cache) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             max_in_flight, endpoints, default_provider, cache, guardrails) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(r.id)
         .bind(r.org_id)
@@ -227,6 +236,7 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.endpoints.clone())
         .bind(r.default_provider.clone())
         .bind(r.cache.clone())
+        .bind(r.guardrails.clone())
         .execute(&mut *tx)
         .await?;
     }
@@ -317,6 +327,23 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         crate::store::usage::insert_usage_in(&mut tx, chunk).await?;
     }
     store.restore_cache_hits(&mut tx, &b.cache_hits).await?;
+    for r in &b.guardrail_blocks {
+        sqlx::query(
+            "INSERT INTO guardrail_blocks (id, record_id, request_id, at_ms, org, project, key_id, \
+             rule_id, action) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id)
+        .bind(&r.record_id)
+        .bind(&r.request_id)
+        .bind(r.at_ms)
+        .bind(&r.org)
+        .bind(&r.project)
+        .bind(r.key_id.clone())
+        .bind(&r.rule_id)
+        .bind(&r.action)
+        .execute(&mut *tx)
+        .await?;
+    }
     if store.backend() == Backend::Postgres {
         // Explicit ids do not advance Postgres sequences: move each past the restored rows.
         for t in TABLES {

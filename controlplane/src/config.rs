@@ -56,6 +56,26 @@ pub struct Config {
     /// Usage record retention.
     #[serde(default)]
     pub usage: UsageConfig,
+    /// Guardrail block record retention.
+    #[serde(default)]
+    pub guardrail_blocks: GuardrailBlocksConfig,
+}
+
+/// Guardrail block record settings (`guardrail_blocks:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailBlocksConfig {
+    /// Records older than this many days are purged (hourly, and at start).
+    #[serde(default = "default_usage_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for GuardrailBlocksConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_usage_retention(),
+        }
+    }
 }
 
 /// Usage record settings.

@@ -189,8 +189,11 @@ pub async fn run(
     let publisher = tokio::spawn(st.snapshots.clone().run(stop_rx.clone()));
     let retention = tokio::spawn(audit::retention_task(
         st.store.clone(),
-        st.config.audit.retention_days,
-        st.config.usage.retention_days,
+        audit::Retention {
+            audit_days: st.config.audit.retention_days,
+            usage_days: st.config.usage.retention_days,
+            guardrail_blocks_days: st.config.guardrail_blocks.retention_days,
+        },
         stop_rx.clone(),
     ));
     let grace = Duration::from_secs(st.config.server.shutdown_grace_secs);

@@ -1,6 +1,7 @@
 //! Role-based access control: roles per org, mapped from group claims in config.
 //!
-//! `admin` > `editor` > `viewer` for configuration; `auditor` only reads the audit log.
+//! `admin` > `editor` > `viewer` for configuration; `auditor` only reads the audit log and
+//! guardrail block records.
 //! A grant on org `*` applies to every org, and is what org creation and the audit log need.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +22,7 @@ pub enum Role {
     Editor,
     /// Read configuration.
     Viewer,
-    /// Read the audit log.
+    /// Read the audit log and guardrail block records.
     Auditor,
 }
 
@@ -52,6 +53,8 @@ pub enum Need {
     ReadAudit,
     /// List gateways (they serve every org): viewer, editor or admin on `*`.
     ReadGateways,
+    /// Read an org's guardrail block records: auditor or admin on the org (or on `*`).
+    ReadGuardrailBlocks,
 }
 
 impl Need {
@@ -60,7 +63,7 @@ impl Need {
             Self::ConfigRead | Self::ReadGateways => &[Role::Admin, Role::Editor, Role::Viewer],
             Self::ConfigWrite => &[Role::Admin, Role::Editor],
             Self::OrgAdmin | Self::CreateOrg => &[Role::Admin],
-            Self::ReadAudit => &[Role::Admin, Role::Auditor],
+            Self::ReadAudit | Self::ReadGuardrailBlocks => &[Role::Admin, Role::Auditor],
         }
     }
 
@@ -72,6 +75,7 @@ impl Need {
             Self::CreateOrg => "admin (on every org, `*`)",
             Self::ReadAudit => "auditor or admin (on every org, `*`)",
             Self::ReadGateways => "viewer, editor or admin (on every org, `*`)",
+            Self::ReadGuardrailBlocks => "auditor or admin",
         }
     }
 }

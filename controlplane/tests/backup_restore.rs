@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::data::{api_view, populate};
+use common::data::{add_guardrail_blocks, api_view, populate};
 use common::{Env, TestServer};
 use controlplane::backup::{self, Backup};
 use controlplane::store::Store;
@@ -22,6 +22,9 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.virtual_keys, b.virtual_keys);
     assert_eq!(a.audit_log, b.audit_log);
     assert_eq!(a.usage_records, b.usage_records);
+    assert_eq!(a.cache_hits, b.cache_hits);
+    assert_eq!(a.guardrail_blocks, b.guardrail_blocks);
+    assert_eq!(a.guardrail_blocks.len(), 2);
 }
 
 /// Usage records as a gateway reports them: priced and unpriced, complete and cut short.
@@ -47,7 +50,6 @@ fn usage_records() -> Vec<gateway_schema::UsageRecord> {
             complete: i != 1,
         })
         .collect()
-    assert_eq!(a.cache_hits, b.cache_hits);
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -86,6 +88,7 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     server.stop().await;
     let store = open(&db).await;
     assert_eq!(store.insert_usage(&usage_records()).await.unwrap(), 3);
+    add_guardrail_blocks(&store).await;
     store.close().await;
     // A cache hit a gateway reported is backed up and restored too.
     let hit: gateway_schema::CacheHitRecord = serde_json::from_value(json!({

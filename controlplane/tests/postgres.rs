@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::data::{api_view, populate};
+use common::data::{add_guardrail_blocks, api_view, populate};
 use common::{MockIssuer, TestKey, TestServer};
 use controlplane::backup;
 use controlplane::store::Store;
@@ -141,7 +141,9 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     let src_store = Store::connect(&Secret::new(src.url.clone()), 2)
         .await
         .unwrap();
+    add_guardrail_blocks(&src_store).await;
     let taken = backup::take(&src_store).await.unwrap();
+    assert_eq!(taken.guardrail_blocks.len(), 2);
     let dir = std::env::temp_dir().join(common::unique("cp-pgbackup-"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("pg.json");
@@ -160,6 +162,7 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     assert_eq!(restored.projects, taken.projects);
     assert_eq!(restored.virtual_keys, taken.virtual_keys);
     assert_eq!(restored.audit_log, taken.audit_log);
+    assert_eq!(restored.guardrail_blocks, taken.guardrail_blocks);
     dst_store.close().await;
     let (s2, issuer2, rsa2) = pg_server(&dst).await;
     let admin2 = rsa2.sign(&issuer2.claims("root-admin", &["platform-admins"]));
@@ -195,6 +198,8 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     back_store.close().await;
     assert_eq!(final_.virtual_keys, taken.virtual_keys);
     assert_eq!(final_.audit_log, taken.audit_log);
+    assert_eq!(final_.guardrail_blocks, taken.guardrail_blocks);
+    assert_eq!(final_.policies, taken.policies);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,4 +351,74 @@ async fn usage_is_stored_idempotently_and_summed_on_postgres() {
     assert_eq!((total[0].requests, total[0].input_tokens), (3, 21));
     assert_eq!(store.purge_usage(2 * day).await.unwrap(), 1);
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrail_blocks_are_stored_idempotently_and_filtered_on_postgres() {
+    let db = PgDb::create().await;
+    let store = Store::connect(&Secret::new(db.url.clone()), 2)
+        .await
+        .unwrap();
+    add_guardrail_blocks(&store).await;
+    add_guardrail_blocks_again_changes_nothing(&store).await;
+    let page = controlplane::store::Page {
+        after: 0,
+        limit: 10,
+    };
+    let f = controlplane::store::GuardrailBlockFilter {
+        action: Some("redact".into()),
+        project: Some("web".into()),
+        ..Default::default()
+    };
+    let rows = store
+        .query_guardrail_blocks("acme", &f, page)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.record_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["gb-2"]
+    );
+    let all = store
+        .query_guardrail_blocks("acme", &Default::default(), page)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let other_org = store
+        .query_guardrail_blocks("globex", &Default::default(), page)
+        .await
+        .unwrap();
+    assert!(other_org.is_empty());
+    assert_eq!(store.purge_guardrail_blocks(i64::MAX).await.unwrap(), 2);
+    store.close().await;
+}
+
+async fn add_guardrail_blocks_again_changes_nothing(store: &Store) {
+    let rows = |n| async move {
+        store
+            .query_guardrail_blocks(
+                "acme",
+                &Default::default(),
+                controlplane::store::Page { after: 0, limit: n },
+            )
+            .await
+            .unwrap()
+    };
+    let before = rows(10).await;
+    let again: Vec<gateway_schema::GuardrailBlockRecord> = before
+        .iter()
+        .map(|r| gateway_schema::GuardrailBlockRecord {
+            id: r.record_id.clone(),
+            request_id: r.request_id.clone(),
+            at_ms: r.at_ms,
+            org: r.org.clone(),
+            project: r.project.clone(),
+            key_id: r.key_id.clone(),
+            rule_id: r.rule_id.clone(),
+            action: gateway_schema::GuardrailAction::Block,
+        })
+        .collect();
+    assert_eq!(store.insert_guardrail_blocks(&again).await.unwrap(), 0);
+    assert_eq!(rows(10).await, before);
 }

@@ -21,6 +21,8 @@ enum Need {
     Audit,
     /// Viewer or up on `*` (the gateway list spans every org).
     GlobalRead,
+    /// Auditor or admin on the org (or on `*`): guardrail block records.
+    OrgAudit,
 }
 
 /// (role name, groups)
@@ -43,12 +45,16 @@ fn expected(role: &str, need: Need, ok: u16) -> u16 {
         Need::CreateOrg => role == "global-admin",
         Need::Audit => matches!(role, "global-admin" | "auditor"),
         Need::GlobalRead => role == "global-admin",
+        Need::OrgAudit => matches!(role, "global-admin" | "org-admin" | "auditor"),
     };
     if allowed {
         return ok;
     }
     // No role at all on the org: 404 (its existence is not revealed). Otherwise 403.
-    let org_scoped = matches!(need, Need::Read | Need::Write | Need::OrgAdmin);
+    let org_scoped = matches!(
+        need,
+        Need::Read | Need::Write | Need::OrgAdmin | Need::OrgAudit
+    );
     if org_scoped && role == "stranger" {
         404
     } else {
@@ -349,6 +355,14 @@ fn matrix() -> Vec<Case> {
             "/api/v1/orgs/acme/usage?group_by=project,day",
             None,
             Read,
+            200,
+        ),
+        case(
+            M::GET,
+            "/api/v1/orgs/{org}/guardrail-blocks",
+            "/api/v1/orgs/acme/guardrail-blocks?project=web",
+            None,
+            OrgAudit,
             200,
         ),
     ]

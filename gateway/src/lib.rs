@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] (the file) → [`state`] (compiled indexes) → [`live`] (the arc-swap owner,
 //! reloaded by [`reload`]); the hot path is [`proxy`] with [`auth`], [`body`] and [`routing`];
-//! governance is [`governance`] over [`limits`], [`usage`] and [`cost`];
+//! governance is [`governance`] over [`limits`], [`usage`] and [`cost`]; [`guardrails`] scan
+//! the text users send;
 //! ops are [`admin`], [`metrics`], [`drain`]; [`control_plane`] takes signed snapshots from
 //! the control plane instead of a file; [`server`] wires it together.
 
@@ -20,6 +21,7 @@ pub mod default_provider;
 pub mod drain;
 pub mod endpoints;
 pub mod governance;
+pub mod guardrails;
 pub mod ingest;
 pub mod isolation;
 pub mod limits;

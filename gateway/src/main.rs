@@ -68,6 +68,13 @@ struct ControlPlaneArgs {
         requires = "control_plane"
     )]
     cache_hits_ingest_token: Option<gateway_schema::SecretRef>,
+    /// The guardrail-blocks ingest token, as a reference.
+    #[arg(
+        long,
+        env = "GATEWAY_GUARDRAIL_BLOCKS_INGEST_TOKEN",
+        requires = "control_plane"
+    )]
+    guardrail_blocks_ingest_token: Option<gateway_schema::SecretRef>,
 }
 
 impl ControlPlaneArgs {
@@ -115,6 +122,9 @@ impl ControlPlaneArgs {
         }
         if let Some(t) = self.cache_hits_ingest_token {
             cp.cache_hits_ingest_token = Some(t);
+        }
+        if let Some(t) = self.guardrail_blocks_ingest_token {
+            cp.guardrail_blocks_ingest_token = Some(t);
         }
         Ok(Some(cp))
     }

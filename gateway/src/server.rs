@@ -95,10 +95,12 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     )?;
     let mut usage_shipper = None;
     let mut hits_shipper = None;
+    let mut guardrail_shipper = None;
+    let mut guardrails = crate::guardrails::GuardrailReporter::register(metrics.registry())?;
     if let Some(cp) = &s.control_plane {
-        let mut ingest_metrics = None;
-        let mut target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
-            let target = crate::ingest::Target {
+        let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
+        let target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
+            anyhow::Ok(crate::ingest::Target {
                 kind,
                 url: cp
                     .url
@@ -111,26 +113,25 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                 token: token
                     .resolve()
                     .with_context(|| format!("control_plane.{field}"))?,
-            };
-            let m = match &ingest_metrics {
-                Some(m) => Clone::clone(m),
-                None => ingest_metrics
-                    .insert(crate::ingest::IngestMetrics::register(metrics.registry())?)
-                    .clone(),
-            };
-            anyhow::Ok((target, m))
+            })
         };
         if let Some(token) = &cp.usage_ingest_token {
-            let (t, m) = target("usage", token, "usage_ingest_token")?;
-            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, m)?;
+            let t = target("usage", token, "usage_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, ingest_metrics.clone())?;
             gov = gov.with_usage_ingest(queue);
             usage_shipper = Some(shipper);
         }
         if let Some(token) = &cp.cache_hits_ingest_token {
-            let (t, m) = target("cache-hits", token, "cache_hits_ingest_token")?;
-            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, m)?;
+            let t = target("cache-hits", token, "cache_hits_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, ingest_metrics.clone())?;
             cache = cache.with_hit_ingest(queue);
             hits_shipper = Some(shipper);
+        }
+        if let Some(token) = &cp.guardrail_blocks_ingest_token {
+            let t = target("guardrail-blocks", token, "guardrail_blocks_ingest_token")?;
+            let (queue, shipper) = crate::ingest::channel(t, &cp.ingest, ingest_metrics.clone())?;
+            guardrails = guardrails.with_ingest(queue);
+            guardrail_shipper = Some(shipper);
         }
     }
     let gov = Arc::new(gov);
@@ -153,6 +154,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         gov: gov.clone(),
         ownership: crate::ownership::build(s.redis_url.as_ref())?,
         cache: Arc::new(cache),
+        guardrails: Arc::new(guardrails),
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -235,6 +237,12 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     if let Some(shipper) = hits_shipper {
         server.add_service(background_service(
             "cache-hits-ingest",
+            Shipper(shipper, exit.join()),
+        ));
+    }
+    if let Some(shipper) = guardrail_shipper {
+        server.add_service(background_service(
+            "guardrail-blocks-ingest",
             Shipper(shipper, exit.join()),
         ));
     }

@@ -22,6 +22,8 @@ pub enum BuildError {
     },
     #[error("{field}: the key contains characters not allowed in an HTTP header")]
     SecretNotHeaderSafe { field: String },
+    #[error("{field}: {reason}")]
+    Guardrails { field: String, reason: String },
     #[error("{field}: host {host} is not a valid header value: {reason}")]
     BadHost {
         field: String,
@@ -68,6 +70,8 @@ pub struct Project {
     pub default_provider: Option<Arc<str>>,
     /// The response cache, when the project enables it.
     pub cache: Option<Arc<crate::cache::ProjectCache>>,
+    /// The project's guardrails, compiled once per snapshot (`None`: it has none).
+    pub guardrails: Option<crate::guardrails::Guardrails>,
 }
 
 impl Project {
@@ -235,8 +239,15 @@ impl ActiveConfig {
                 cfg.providers.push(provider);
                 org.provider_by_name.insert(p.name.to_string(), index);
             }
-            for p in view.projects {
+            for (pi, p) in view.projects.iter().enumerate() {
                 let index = cfg.projects.len();
+                let guardrails =
+                    crate::guardrails::Guardrails::compile(&p.guardrails).map_err(|reason| {
+                        BuildError::Guardrails {
+                            field: view.field(&format!("projects[{pi}]")),
+                            reason,
+                        }
+                    })?;
                 cfg.projects.push(Project {
                     slug: Arc::from(p.slug.as_str()),
                     org: org_index,
@@ -253,6 +264,7 @@ impl ActiveConfig {
                         .as_ref()
                         .filter(|c| c.enabled)
                         .map(|c| Arc::new(crate::cache::ProjectCache::new(c))),
+                    guardrails,
                 });
                 for k in &p.keys {
                     cfg.keys.insert(

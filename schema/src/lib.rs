@@ -7,6 +7,8 @@
 //! the hot path never re-validates. This crate has no Pingora and no SQL in it.
 
 pub mod cache;
+pub mod guardrail_blocks;
+pub mod guardrails;
 pub mod key;
 pub mod secret;
 pub mod signed;
@@ -16,6 +18,8 @@ pub mod usage;
 mod validate;
 
 pub use cache::{CacheAllowance, CacheHitBatch, CacheHitRecord, CacheSpec};
+pub use guardrail_blocks::{GuardrailBlockBatch, GuardrailBlockRecord};
+pub use guardrails::{Detector, GuardrailAction, GuardrailRule};
 pub use key::{KeyDigest, MintedKey};
 pub use secret::{Secret, SecretRef, SecretResolveError};
 pub use signed::{SignedSnapshot, SigningKey, VerifyError, VerifyingKey};

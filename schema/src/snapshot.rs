@@ -331,6 +331,9 @@ pub struct ProjectSpec {
     /// The exact-match response cache; absent: no cache.
     #[serde(default)]
     pub cache: Option<crate::CacheSpec>,
+    /// Rules applied to the text users send, in order (see [`crate::guardrails`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<crate::GuardrailRule>,
 }
 
 /// One virtual key, as its digest.

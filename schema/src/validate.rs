@@ -179,6 +179,9 @@ fn validate_org(
                 err(at("default_provider"), "names no provider in `providers`");
             }
         }
+        crate::guardrails::validate_rules(&p.guardrails, &mut |field, reason| {
+            err(at(&field), &reason)
+        });
         for (j, k) in p.keys.iter().enumerate() {
             let at = |f: &str| org.field(&format!("projects[{i}].keys[{j}].{f}"));
             if !digests.insert(k.digest.clone()) {

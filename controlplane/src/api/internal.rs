@@ -1,10 +1,8 @@
 //! `/internal/v1/...`: calls from other components, authenticated by the internal secret (in
 //! the auth middleware) and, for ingest, by the token of that ingest kind.
 //!
-//! Usage and cache-hit records are stored (idempotent on each record's `id`, so a gateway
-//! retrying a batch never double-counts). Guardrail-block records arrive with their feature:
-//! until then a call that passes both checks is answered 501 `ingest_not_implemented`, so no
-//! component mistakes it for stored.
+//! Usage, cache-hit and guardrail-block records are stored, each idempotent on the record's
+//! `id`, so a gateway retrying a batch never double-counts.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gateway_schema::usage::MAX_BATCH;
-use gateway_schema::{CacheHitBatch, UsageBatch};
+use gateway_schema::{CacheHitBatch, GuardrailBlockBatch, UsageBatch};
 
 use crate::audit::AuditCtx;
 use crate::auth::internal::{check_ingest, IngestKind};
@@ -44,12 +42,10 @@ pub async fn ingest(
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
         },
-        IngestKind::GuardrailBlocks => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "ingest_not_implemented",
-            "ingest storage is not implemented yet; nothing was stored",
-        )
-        .into_response(),
+        IngestKind::GuardrailBlocks => match ingest_guardrail_blocks(&st, &body).await {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        },
     }
 }
 
@@ -125,6 +121,33 @@ async fn ingest_usage(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Val
         })?;
     }
     let stored = st.store.insert_usage(&batch.records).await?;
+    let duplicates = batch.records.len() as u64 - stored;
+    Ok(Json(
+        serde_json::json!({"stored": stored, "duplicates": duplicates}),
+    ))
+}
+
+/// Validates and stores a guardrail-block batch: `{"stored": new, "duplicates": already
+/// stored}`.
+async fn ingest_guardrail_blocks(
+    st: &AppState,
+    body: &[u8],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let batch: GuardrailBlockBatch = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("not a guardrail-block batch: {e}"))
+    })?;
+    if batch.records.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("at most {MAX_BATCH} records per batch"),
+        ));
+    }
+    for (i, r) in batch.records.iter().enumerate() {
+        r.validate().map_err(|field| {
+            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
+        })?;
+    }
+    let stored = st.store.insert_guardrail_blocks(&batch.records).await?;
     let duplicates = batch.records.len() as u64 - stored;
     Ok(Json(
         serde_json::json!({"stored": stored, "duplicates": duplicates}),

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod contract;
 pub mod gateways;
+pub mod guardrail_blocks;
 pub mod internal;
 pub mod keys;
 pub mod orgs;
@@ -131,7 +132,7 @@ pub(crate) use list_type;
 #[openapi(
     info(
         title = "AI gateway control plane",
-        description = "Configuration API: orgs, projects, providers, routes, policies, virtual keys, usage and the audit log."
+        description = "Configuration API: orgs, projects, providers, routes, policies, virtual keys, usage, guardrail blocks and the audit log."
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -189,6 +190,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::query_audit))
         .routes(routes!(gateways::list_gateways))
         .routes(routes!(usage::get_usage))
+        .routes(routes!(guardrail_blocks::list_guardrail_blocks))
         .split_for_parts();
     let mut doc = doc;
     contract::complete(&mut doc);

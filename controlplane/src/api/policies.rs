@@ -1,12 +1,12 @@
 //! `/api/v1/orgs/{org}/policies`: limits a project is held to — allowed models, body cap,
 //! requests and tokens per minute, monthly budget, in-flight cap — the provider endpoint
 //! families beyond inference it may use (with the default provider for requests that name no
-//! model), and its response cache.
+//! model), its response cache, and the guardrail rules run over the text its users send.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use gateway_schema::{CacheAllowance, CacheSpec, EndpointFamily, ModelPattern};
+use gateway_schema::{CacheAllowance, CacheSpec, EndpointFamily, GuardrailRule, ModelPattern};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -78,6 +78,13 @@ pub struct PolicySettings {
     /// The exact-match response cache; absent: no cache.
     #[serde(default)]
     pub cache: Option<CachePolicy>,
+    /// Guardrail rules, applied in order to the text users send (message contents, system
+    /// prompts, inputs) before it goes upstream: at most 64, each with a unique `id`, exactly
+    /// one of `detector` or `pattern`, and `action` `block` (400 `guardrail_blocked`) or
+    /// `redact` (matches replaced by `[REDACTED:<id>]`). Absent or empty: none.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<GuardrailRuleDoc>>)]
+    pub guardrails: Option<Vec<GuardrailRule>>,
 }
 
 /// A project's response cache (see the README's "Response cache").
@@ -153,6 +160,47 @@ fn cache_view(json: &str) -> Result<CachePolicy, ApiError> {
         max_entry_bytes: spec.max_entry_bytes,
         allow,
     })
+}
+
+/// A guardrail rule (the OpenAPI view of `gateway_schema::GuardrailRule`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // documentation only: requests deserialize into the schema crate's type
+pub struct GuardrailRuleDoc {
+    /// 1 to 64 characters of `[A-Za-z0-9_-]`, unique in the policy; named in errors, metrics
+    /// and block records.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    id: String,
+    /// A built-in detector (set this or `pattern`).
+    detector: Option<DetectorDoc>,
+    /// A custom regular expression in Rust `regex` syntax (linear-time; at most 1024 bytes,
+    /// compiled size limited). Set this or `detector`.
+    #[schema(max_length = 1024)]
+    pattern: Option<String>,
+    /// What the rule does on a match.
+    action: ActionDoc,
+}
+
+/// Built-in detectors.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum DetectorDoc {
+    OpenaiKey,
+    AnthropicKey,
+    AwsAccessKey,
+    GithubToken,
+    CardNumber,
+    Email,
+    Iban,
+}
+
+/// Guardrail actions.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ActionDoc {
+    Block,
+    Redact,
 }
 
 list_type!(PolicyList, Policy);
@@ -236,10 +284,24 @@ fn fields(s: &PolicySettings) -> Result<PolicyFields, ApiError> {
         ),
     };
     let cache = s.cache.as_ref().map(cache_json).transpose()?;
+    let guardrails = match s.guardrails.as_deref() {
+        None | Some([]) => None,
+        Some(rules) => {
+            let mut problems = Vec::new();
+            gateway_schema::guardrails::validate_rules(rules, &mut |field, reason| {
+                problems.push(format!("{field}: {reason}"))
+            });
+            if !problems.is_empty() {
+                return Err(ApiError::bad_request("invalid_policy", problems.join("; ")));
+            }
+            Some(serde_json::to_string(rules).map_err(|_| ApiError::internal())?)
+        }
+    };
     let big = i64::MAX as u64;
     Ok(PolicyFields {
         cache,
         endpoints,
+        guardrails,
         default_provider,
         allowed_models,
         max_request_bytes: positive("max_request_bytes", s.max_request_bytes, MAX_BODY_CAP)?,
@@ -285,6 +347,13 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             })?),
         };
     let cache = r.cache.as_deref().map(cache_view).transpose()?;
+    let guardrails =
+        match r.guardrails {
+            None => None,
+            Some(j) => Some(serde_json::from_str(&j).map_err(|e| {
+                ApiError::from(StoreError::Corrupt(format!("policy guardrails: {e}")))
+            })?),
+        };
     let u = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
     Ok(Policy {
         slug: r.slug,
@@ -298,6 +367,7 @@ fn view(r: PolicyRow) -> Result<Policy, ApiError> {
             endpoints,
             default_provider: r.default_provider,
             cache,
+            guardrails,
         },
         created_at: r.created_at,
     })

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use gateway_schema::{
-    EndpointFamily, KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec, ProviderKind,
-    ProviderSpec, RouteSpec, SecretRef, Slug, Snapshot,
+    EndpointFamily, GuardrailRule, KeyDigest, KeySpec, ModelPattern, OrgSpec, ProjectSpec,
+    ProviderKind, ProviderSpec, RouteSpec, SecretRef, Slug, Snapshot,
 };
 
 use crate::store::{ConfigRows, PolicyRow};
@@ -126,6 +126,11 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
                     .map_err(|e| policy_err()(e.to_string()))?,
             ),
         };
+        let guardrails = match policy.and_then(|pol| pol.guardrails.as_deref()) {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str::<Vec<GuardrailRule>>(json)
+                .map_err(|e| policy_err()(e.to_string()))?,
+        };
         project_at.insert(p.id, (oi, orgs[oi].projects.len()));
         orgs[oi].projects.push(ProjectSpec {
             slug: slug("project", p.id, &p.slug)?,
@@ -139,6 +144,7 @@ pub fn compile(rows: &ConfigRows) -> Result<Snapshot, CompileError> {
             endpoints,
             default_provider,
             cache,
+            guardrails,
         });
     }
 
@@ -205,6 +211,7 @@ mod tests {
                 endpoints: endpoints.map(str::to_owned),
                 default_provider: default_provider.map(str::to_owned),
                 cache: None,
+                guardrails: None,
             }],
             projects: vec![ProjectRow {
                 id: 1,

@@ -4,6 +4,7 @@
 
 mod audit;
 mod cache_hits;
+mod guardrail_blocks;
 mod keys;
 mod org_scoped;
 mod orgs;
@@ -16,6 +17,7 @@ pub(crate) mod usage;
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use cache_hits::{CacheHitRow, SavingsRow};
+pub use guardrail_blocks::{GuardrailBlockFilter, GuardrailBlockRow};
 pub use keys::KeyRow;
 pub use orgs::OrgRow;
 pub use policies::{PolicyFields, PolicyRow};

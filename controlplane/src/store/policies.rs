@@ -29,6 +29,9 @@ pub struct PolicyRow {
     /// The response cache as a JSON object, or NULL for none.
     #[serde(default)]
     pub cache: Option<String>,
+    /// JSON array of guardrail rules, or NULL for none.
+    #[serde(default)]
+    pub guardrails: Option<String>,
 }
 
 /// The settable fields of a policy.
@@ -43,6 +46,7 @@ pub struct PolicyFields {
     pub endpoints: Option<String>,
     pub default_provider: Option<String>,
     pub cache: Option<String>,
+    pub guardrails: Option<String>,
 }
 
 const TABLE: OrgTable = OrgTable {
@@ -53,7 +57,7 @@ const TABLE: OrgTable = OrgTable {
 
 const COLS: &str = "id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
                     tokens_per_minute, monthly_budget_cents, created_at, max_in_flight, \
-                    endpoints, default_provider, cache";
+                    endpoints, default_provider, cache, guardrails";
 
 impl Store {
     /// Creates a policy.
@@ -66,8 +70,8 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "INSERT INTO policies (org_id, slug, allowed_models, max_request_bytes, \
              requests_per_minute, tokens_per_minute, monthly_budget_cents, created_at, \
-             max_in_flight, endpoints, default_provider, cache) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLS}"
+             max_in_flight, endpoints, default_provider, cache, guardrails) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLS}"
         ))
         .bind(org_id)
         .bind(slug)
@@ -81,6 +85,7 @@ impl Store {
         .bind(f.endpoints.clone())
         .bind(f.default_provider.clone())
         .bind(f.cache.clone())
+        .bind(f.guardrails.clone())
         .fetch_one(self.pool())
         .await
         .map_err(|e| {
@@ -102,7 +107,8 @@ impl Store {
         sqlx::query_as::<_, PolicyRow>(&format!(
             "UPDATE policies SET allowed_models = $3, max_request_bytes = $4, \
              requests_per_minute = $5, tokens_per_minute = $6, monthly_budget_cents = $7, \
-             max_in_flight = $8, endpoints = $9, default_provider = $10, cache = $11 \
+             max_in_flight = $8, endpoints = $9, default_provider = $10, cache = $11, \
+             guardrails = $12 \
              WHERE org_id = $1 AND slug = $2 RETURNING {COLS}"
         ))
         .bind(org_id)
@@ -116,6 +122,7 @@ impl Store {
         .bind(f.endpoints.clone())
         .bind(f.default_provider.clone())
         .bind(f.cache.clone())
+        .bind(f.guardrails.clone())
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound("policy"))

@@ -78,7 +78,7 @@ impl Store {
                 &mut tx,
                 "SELECT id, org_id, slug, allowed_models, max_request_bytes, requests_per_minute, \
                  tokens_per_minute, monthly_budget_cents, created_at, max_in_flight, endpoints, \
-                 default_provider, cache FROM policies ORDER BY id",
+                 default_provider, cache, guardrails FROM policies ORDER BY id",
             )
             .await?,
             projects: all(

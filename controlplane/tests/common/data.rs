@@ -17,7 +17,9 @@ pub async fn populate(s: &TestServer, admin: &str) -> String {
             "/api/v1/orgs/acme/policies",
             json!({"slug": "std", "allowed_models": ["gpt-*"], "max_request_bytes": 4096,
                    "requests_per_minute": 60, "tokens_per_minute": 1000, "monthly_budget_cents": 999,
-                   "endpoints": ["files", "batches"]}),
+                   "endpoints": ["files", "batches"],
+                   "guardrails": [{"id": "no-cards", "detector": "card_number", "action": "block"},
+                                  {"id": "codename", "pattern": "(?i)falcon", "action": "redact"}]}),
         ),
         (
             "/api/v1/orgs/acme/projects",
@@ -75,4 +77,26 @@ pub async fn api_view(s: &TestServer, admin: &str) -> Value {
         out.insert(p.into(), v["items"].clone());
     }
     Value::Object(out)
+}
+
+/// Stores two guardrail block records (as a gateway's ingest would).
+pub async fn add_guardrail_blocks(store: &controlplane::store::Store) {
+    let rec = |id: &str, action| gateway_schema::GuardrailBlockRecord {
+        id: id.into(),
+        request_id: format!("req-{id}"),
+        at_ms: super::now() * 1000,
+        org: "acme".into(),
+        project: "web".into(),
+        key_id: Some("key_1".into()),
+        rule_id: "no-cards".into(),
+        action,
+    };
+    let n = store
+        .insert_guardrail_blocks(&[
+            rec("gb-1", gateway_schema::GuardrailAction::Block),
+            rec("gb-2", gateway_schema::GuardrailAction::Redact),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
 }

@@ -72,6 +72,10 @@ pub enum Reject {
     InvalidMultipart,
     /// Object ownership could not be checked (the shared store is unreachable).
     OwnershipUnavailable,
+    /// A guardrail rule of the project matched the text the user sent (named, never the text).
+    GuardrailBlocked { rule: std::sync::Arc<str> },
+    /// The project has guardrails and the body is compressed, so they cannot read it.
+    UnsupportedContentEncoding,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -89,7 +93,9 @@ impl Reject {
             | Self::InvalidJson
             | Self::MissingModel
             | Self::NoDefaultProvider
-            | Self::InvalidMultipart => 400,
+            | Self::InvalidMultipart
+            | Self::GuardrailBlocked { .. } => 400,
+            Self::UnsupportedContentEncoding => 415,
             Self::ModelNotAllowed
             | Self::ModelNotPriced { .. }
             | Self::EndpointNotAllowed { .. } => 403,
@@ -138,6 +144,8 @@ impl Reject {
             Self::NoDefaultProvider => "no_default_provider",
             Self::InvalidMultipart => "invalid_multipart",
             Self::OwnershipUnavailable => "ownership_unavailable",
+            Self::GuardrailBlocked { .. } => "guardrail_blocked",
+            Self::UnsupportedContentEncoding => "unsupported_content_encoding",
             Self::Internal => "internal_error",
         }
     }
@@ -217,6 +225,8 @@ impl Reject {
             Self::NoDefaultProvider => "This request names no model and the project has no default provider: set the project's `default_provider`.".into(),
             Self::InvalidMultipart => "The multipart/form-data body is malformed.".into(),
             Self::OwnershipUnavailable => "Object ownership cannot be checked right now; retry shortly.".into(),
+            Self::GuardrailBlocked { rule } => format!("This request was blocked by the project's guardrail rule `{rule}`."),
+            Self::UnsupportedContentEncoding => "This project's guardrails read the request text: send the body uncompressed (no content-encoding).".into(),
             Self::Internal => "Internal gateway error.".into(),
         }
     }

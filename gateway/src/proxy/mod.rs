@@ -47,6 +47,8 @@ pub struct Gateway {
     pub ownership: Arc<dyn crate::ownership::OwnershipStore>,
     /// The response cache.
     pub cache: Arc<crate::cache::ResponseCache>,
+    /// Counts and reports what guardrail rules did.
+    pub guardrails: Arc<crate::guardrails::GuardrailReporter>,
 }
 
 #[async_trait]

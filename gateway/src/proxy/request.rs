@@ -1,4 +1,5 @@
-//! The request phase: request id, surface, key, body (capped), model routing and policy.
+//! The request phase: request id, surface, key, body (capped), model routing, policy and
+//! guardrails.
 //! Everything here is decided before a byte goes upstream.
 
 use std::sync::Arc;
@@ -203,6 +204,16 @@ async fn admit(
     let provider = &cfg.providers[idx];
     if provider.key_missing {
         return Err(Reject::ProviderKeyMissing);
+    }
+    if let Some(rules) = &project.guardrails {
+        let who = crate::guardrails::Subject {
+            request_id: &ctx.request_id,
+            org: &org.slug,
+            project: &project.slug,
+            label: &project.label,
+            key_id: key.policy.id.as_deref(),
+        };
+        crate::guardrails::enforce(&gw.guardrails, rules, &req.headers, &mut ctx.body, who)?;
     }
     let request = isolation::Request {
         cfg,

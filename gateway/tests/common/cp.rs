@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789";
 pub const USAGE_INGEST_TOKEN: &str = "test-usage-ingest-token-0123456789";
 pub const CACHE_HITS_INGEST_TOKEN: &str = "test-cache-hits-ingest-token-0123456789";
+pub const GUARDRAIL_BLOCKS_INGEST_TOKEN: &str = "test-guardrail-blocks-token-0123456789";
 
 /// Files shared by a control plane and its gateways.
 #[derive(Clone)]
@@ -23,6 +24,7 @@ pub struct Secrets {
     pub pub_file: PathBuf,
     pub usage_token_file: PathBuf,
     pub cache_hits_token_file: PathBuf,
+    pub guardrail_blocks_token_file: PathBuf,
 }
 
 impl Secrets {
@@ -39,6 +41,8 @@ impl Secrets {
         std::fs::write(&usage_token_file, USAGE_INGEST_TOKEN).unwrap();
         let cache_hits_token_file = dir.join("cache-hits-ingest-token");
         std::fs::write(&cache_hits_token_file, CACHE_HITS_INGEST_TOKEN).unwrap();
+        let guardrail_blocks_token_file = dir.join("guardrail-blocks-ingest-token");
+        std::fs::write(&guardrail_blocks_token_file, GUARDRAIL_BLOCKS_INGEST_TOKEN).unwrap();
         Self {
             dir,
             secret_file,
@@ -46,6 +50,7 @@ impl Secrets {
             pub_file,
             usage_token_file,
             cache_hits_token_file,
+            guardrail_blocks_token_file,
         }
     }
 
@@ -110,6 +115,7 @@ internal:
   secret: "file:{secret}"
   usage_ingest_token: "file:{usage}"
   cache_hits_ingest_token: "file:{cache_hits}"
+  guardrail_blocks_ingest_token: "file:{blocks}"
 snapshots:
   signing_key: "file:{key}"
 "#,
@@ -117,6 +123,7 @@ snapshots:
         key = secrets.key_file.display(),
         usage = secrets.usage_token_file.display(),
         cache_hits = secrets.cache_hits_token_file.display(),
+        blocks = secrets.guardrail_blocks_token_file.display(),
     );
     let cfg: Config = serde_yaml_ng::from_str(&yaml).unwrap();
     cfg.validate().unwrap();
