@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
 use crate::store::{
-    now_millis, AuditRecord, Backend, KeyRow, OrgRow, PolicyRow, ProjectRow, ProviderRow, RouteRow,
-    Store, StoreError,
+    now_millis, AuditRecord, Backend, KeyRow, OrgRow, PolicyRow, ProjectRow, ProviderObjectRow,
+    ProviderRow, RouteRow, Store, StoreError,
 };
 
 /// The format marker.
@@ -36,6 +36,9 @@ pub struct Backup {
     pub routes: Vec<RouteRow>,
     pub virtual_keys: Vec<KeyRow>,
     pub audit_log: Vec<AuditRecord>,
+    /// Ownership of provider objects (absent in backups taken before it existed).
+    #[serde(default)]
+    pub provider_objects: Vec<ProviderObjectRow>,
 }
 
 /// Why a backup or restore failed.
@@ -65,20 +68,23 @@ pub struct Counts {
     pub policies: usize,
     pub keys: usize,
     pub audit: usize,
+    pub objects: usize,
 }
 
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records",
+            "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
+             {} provider objects",
             self.orgs,
             self.projects,
             self.providers,
             self.routes,
             self.policies,
             self.keys,
-            self.audit
+            self.audit,
+            self.objects
         )
     }
 }
@@ -94,11 +100,12 @@ impl Backup {
             policies: self.policies.len(),
             keys: self.virtual_keys.len(),
             audit: self.audit_log.len(),
+            objects: self.provider_objects.len(),
         }
     }
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "orgs",
     "policies",
     "projects",
@@ -106,6 +113,7 @@ const TABLES: [&str; 7] = [
     "routes",
     "virtual_keys",
     "audit_log",
+    "provider_objects",
 ];
 
 async fn all<T>(store: &Store, table: &str) -> Result<Vec<T>, sqlx::Error>
@@ -130,6 +138,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         routes: all(store, "routes").await?,
         virtual_keys: all(store, "virtual_keys").await?,
         audit_log: all(store, "audit_log").await?,
+        provider_objects: all(store, "provider_objects").await?,
     })
 }
 
@@ -283,6 +292,22 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.reason.clone())
         .bind(&r.request_id)
         .bind(&r.source_addr)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for r in &b.provider_objects {
+        sqlx::query(
+            "INSERT INTO provider_objects (id, org, provider, object_id, project, kind, \
+             created_at_ms, deleted_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(r.id)
+        .bind(&r.org)
+        .bind(&r.provider)
+        .bind(&r.object_id)
+        .bind(&r.project)
+        .bind(&r.kind)
+        .bind(r.created_at_ms)
+        .bind(r.deleted_at_ms)
         .execute(&mut *tx)
         .await?;
     }

@@ -21,6 +21,7 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.virtual_keys, b.virtual_keys);
     assert_eq!(a.audit_log, b.audit_log);
+    assert_eq!(a.provider_objects, b.provider_objects);
 }
 
 fn write_config(dir: &Path, db: &str) -> std::path::PathBuf {
@@ -57,6 +58,27 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         ..
     } = env;
     server.stop().await;
+    // Ownership records of provider objects, one of them deleted (a tombstone).
+    let store = open(&db).await;
+    let record = |kind: &str, id: &str, deleted: bool| gateway_schema::ObjectRecord {
+        org: "acme".into(),
+        project: "web".into(),
+        provider: "openai".into(),
+        kind: kind.into(),
+        object_id: id.into(),
+        at_ms: 1_795_824_000_000,
+        deleted,
+    };
+    let n = store
+        .insert_objects(&[
+            record("file", "file-1", false),
+            record("batch", "batch_1", false),
+            record("batch", "batch_1", true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n.stored, 3);
+    store.close().await;
 
     let dir = std::env::temp_dir().join(common::unique("cp-backup-"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -110,6 +132,7 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 orgs, 2 projects"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 provider objects"));
     // Restoring twice is refused: the target is no longer empty.
     let out = cli(&[
         "restore",
@@ -122,10 +145,27 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
     let (a, b) = (open(&db).await, open(&db_b).await);
-    same_data(
-        &backup::take(&a).await.unwrap(),
-        &backup::take(&b).await.unwrap(),
+    let (taken_a, taken_b) = (
+        backup::take(&a).await.unwrap(),
+        backup::take(&b).await.unwrap(),
     );
+    same_data(&taken_a, &taken_b);
+    assert_eq!(taken_b.provider_objects.len(), 2);
+    assert!(taken_b.provider_objects[1].deleted_at_ms.is_some());
+    // The restored records serve seeding gateways as before (the tombstone stays deleted),
+    // and new reports continue after them.
+    let live = b
+        .list_objects(&Default::default(), 0, 10)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].object_id, "file-1");
+    let n = b
+        .insert_objects(&[record("file", "file-2", false), record("batch", "batch_1", false)])
+        .await
+        .unwrap();
+    assert_eq!((n.stored, n.duplicates), (1, 1));
     a.close().await;
     b.close().await;
 

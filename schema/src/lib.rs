@@ -7,6 +7,7 @@
 //! the hot path never re-validates. This crate has no Pingora and no SQL in it.
 
 pub mod key;
+pub mod objects;
 pub mod secret;
 pub mod signed;
 pub mod slug;
@@ -22,5 +23,6 @@ pub use snapshot::{
     EndpointFamily, KeySpec, ModelPattern, OrgSpec, OrgView, PriceSpec, ProjectSpec, ProviderKind,
     ProviderSpec, RouteSpec, Snapshot, DEFAULT_MAX_REQUEST_BYTES, IMPLICIT_ORG,
 };
+pub use objects::{ObjectBatch, ObjectPage, ObjectRecord, OwnedObject};
 pub use usage::{UsageBatch, UsageRecord};
 pub use validate::{SchemaError, ValidationErrors, MAX_REQUEST_BYTES_LIMIT};

@@ -215,6 +215,7 @@ pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
         .with_state(doc);
     Ok(api
         .route("/internal/v1/ingest/{kind}", post(internal::ingest))
+        .route("/internal/v1/objects", get(internal::list_objects))
         .route("/internal/v1/snapshots/stream", get(snapshots::stream))
         .route("/internal/v1/gateways/status", post(snapshots::status))
         .route("/healthz", get(crate::admin::healthz))

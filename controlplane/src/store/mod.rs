@@ -4,6 +4,7 @@
 
 mod audit;
 mod keys;
+mod objects;
 mod org_scoped;
 mod orgs;
 mod policies;
@@ -15,6 +16,7 @@ mod usage;
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use keys::KeyRow;
+pub use objects::{ObjectFilter, ObjectIngest, ProviderObjectRow};
 pub use orgs::OrgRow;
 pub use policies::{PolicyFields, PolicyRow};
 pub use projects::ProjectRow;
