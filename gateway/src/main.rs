@@ -61,6 +61,9 @@ struct ControlPlaneArgs {
     /// The usage ingest token, as a reference.
     #[arg(long, env = "GATEWAY_USAGE_INGEST_TOKEN", requires = "control_plane")]
     usage_ingest_token: Option<gateway_schema::SecretRef>,
+    /// The objects ingest token (ownership records of provider objects), as a reference.
+    #[arg(long, env = "GATEWAY_OBJECTS_INGEST_TOKEN", requires = "control_plane")]
+    objects_ingest_token: Option<gateway_schema::SecretRef>,
 }
 
 impl ControlPlaneArgs {
@@ -92,6 +95,7 @@ impl ControlPlaneArgs {
             usage_ingest_token: None,
             cache_hits_ingest_token: None,
             guardrail_blocks_ingest_token: None,
+            objects_ingest_token: None,
             ingest: Default::default(),
         });
         cp.url = url;
@@ -105,6 +109,9 @@ impl ControlPlaneArgs {
         }
         if let Some(t) = self.usage_ingest_token {
             cp.usage_ingest_token = Some(t);
+        }
+        if let Some(t) = self.objects_ingest_token {
+            cp.objects_ingest_token = Some(t);
         }
         Ok(Some(cp))
     }

@@ -54,12 +54,14 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                 config_path.to_owned(),
                 metrics.clone(),
             ));
-            let client = Arc::new(crate::control_plane::Client::new(
-                cp.clone(),
-                &s.listen,
-                live.clone(),
-                metrics.clone(),
-            )?);
+            let client = Arc::new(
+                crate::control_plane::Client::new(
+                    cp.clone(),
+                    &s.listen,
+                    live.clone(),
+                    metrics.clone(),
+                )?,
+            );
             client.load_last_known_good();
             (live, Some(client))
         }
@@ -89,13 +91,20 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let has_redis = redis.is_some();
     let mut gov = Governor::new(metrics.registry(), redis)?;
     let mut usage_shipper = None;
+    let mut objects_shipper = None;
+    let mut ownership = crate::ownership::Ownership::new(
+        crate::ownership::build(s.redis_url.as_ref())?,
+        crate::ownership::OwnershipMetrics::register(metrics.registry())?,
+    );
+    let mut seeder = None;
     if let Some(cp) = &s.control_plane {
-        if let Some(token) = &cp.usage_ingest_token {
-            let target = crate::ingest::Target {
-                kind: "usage",
+        let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
+        let target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
+            anyhow::Ok(crate::ingest::Target {
+                kind,
                 url: cp
                     .url
-                    .join("internal/v1/ingest/usage")
+                    .join(&format!("internal/v1/ingest/{kind}"))
                     .context("control_plane.url")?,
                 secret: cp
                     .internal_secret
@@ -103,14 +112,47 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                     .context("control_plane.internal_secret")?,
                 token: token
                     .resolve()
-                    .context("control_plane.usage_ingest_token")?,
-            };
-            let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
-            let (queue, shipper) = crate::ingest::channel(target, &cp.ingest, ingest_metrics)?;
+                    .with_context(|| format!("control_plane.{field}"))?,
+            })
+        };
+        if let Some(token) = &cp.usage_ingest_token {
+            let target = target("usage", token, "usage_ingest_token")?;
+            let (queue, shipper) =
+                crate::ingest::channel(target, &cp.ingest, ingest_metrics.clone())?;
             gov = gov.with_usage_ingest(queue);
             usage_shipper = Some(shipper);
         }
+        match &cp.objects_ingest_token {
+            Some(token) => {
+                let target = target("objects", token, "objects_ingest_token")?;
+                let (queue, shipper) =
+                    crate::ingest::channel(target, &cp.ingest, ingest_metrics.clone())?;
+                ownership = ownership.with_reporter(queue);
+                if s.redis_url.is_none() {
+                    ownership = ownership.until_seeded();
+                }
+                objects_shipper = Some(shipper);
+                seeder = Some(());
+            }
+            None if s.redis_url.is_none() => tracing::warn!(
+                "control_plane.objects_ingest_token is not set and there is no server.redis_url: \
+                 provider-object ownership is kept in this process only and lost on restart"
+            ),
+            None => {}
+        }
     }
+    let ownership = Arc::new(ownership);
+    let seeder = match (seeder, &s.control_plane, &cp_client) {
+        (Some(()), Some(cp), Some(client)) => Some(crate::ownership::seed::Seeder::new(
+            ownership.clone(),
+            &cp.url,
+            &cp.internal_secret
+                .resolve()
+                .context("control_plane.internal_secret")?,
+            client.connections(),
+        )?),
+        _ => None,
+    };
     let gov = Arc::new(gov);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let draining = Arc::new(AtomicBool::new(false));
@@ -129,7 +171,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         },
         max_in_flight: Some(s.max_in_flight),
         gov: gov.clone(),
-        ownership: crate::ownership::build(s.redis_url.as_ref())?,
+        ownership,
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
@@ -197,6 +239,12 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     if let Some(shipper) = usage_shipper {
         server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
     }
+    if let Some(shipper) = objects_shipper {
+        server.add_service(background_service("objects-ingest", ObjectsShipper(shipper)));
+    }
+    if let Some(seeder) = seeder {
+        server.add_service(background_service("ownership-seed", seeder));
+    }
     if has_redis {
         server.add_service(background_service("redis-charges", ChargeFlusher { gov }));
     }
@@ -221,6 +269,16 @@ struct UsageShipper(crate::ingest::Shipper<gateway_schema::UsageRecord>);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for UsageShipper {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+/// Ships ownership records of provider objects to the control plane.
+struct ObjectsShipper(crate::ingest::Shipper<gateway_schema::ObjectRecord>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ObjectsShipper {
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
         self.0.run(shutdown).await;
     }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789";
 pub const USAGE_INGEST_TOKEN: &str = "test-usage-ingest-token-0123456789";
+pub const OBJECTS_INGEST_TOKEN: &str = "test-objects-ingest-token-0123456789";
 
 /// Files shared by a control plane and its gateways.
 #[derive(Clone)]
@@ -21,6 +22,7 @@ pub struct Secrets {
     pub key_file: PathBuf,
     pub pub_file: PathBuf,
     pub usage_token_file: PathBuf,
+    pub objects_token_file: PathBuf,
 }
 
 impl Secrets {
@@ -35,12 +37,15 @@ impl Secrets {
         let (key_file, pub_file) = controlplane::keygen::write_pair(&dir.join("signing")).unwrap();
         let usage_token_file = dir.join("usage-ingest-token");
         std::fs::write(&usage_token_file, USAGE_INGEST_TOKEN).unwrap();
+        let objects_token_file = dir.join("objects-ingest-token");
+        std::fs::write(&objects_token_file, OBJECTS_INGEST_TOKEN).unwrap();
         Self {
             dir,
             secret_file,
             key_file,
             pub_file,
             usage_token_file,
+            objects_token_file,
         }
     }
 
@@ -104,12 +109,14 @@ guards:
 internal:
   secret: "file:{secret}"
   usage_ingest_token: "file:{usage}"
+  objects_ingest_token: "file:{objects}"
 snapshots:
   signing_key: "file:{key}"
 "#,
         secret = secrets.secret_file.display(),
         key = secrets.key_file.display(),
         usage = secrets.usage_token_file.display(),
+        objects = secrets.objects_token_file.display(),
     );
     let cfg: Config = serde_yaml_ng::from_str(&yaml).unwrap();
     cfg.validate().unwrap();
@@ -266,6 +273,28 @@ impl ControlPlane {
             v["plaintext"].as_str().unwrap().to_owned(),
             v["id"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// The live ownership records, as a gateway seeding from it reads them (every page).
+    pub async fn objects(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/internal/v1/objects?after={after}", self.url))
+                .bearer_auth(INTERNAL_SECRET)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let page: Value = r.json().await.unwrap();
+            out.extend(page["objects"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(a) => after = a,
+                None => return out,
+            }
+        }
     }
 
     /// The version this control plane serves, from `GET /api/v1/gateways`.
