@@ -154,15 +154,14 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     assert!(taken_b.provider_objects[1].deleted_at_ms.is_some());
     // The restored records serve seeding gateways as before (the tombstone stays deleted),
     // and new reports continue after them.
-    let live = b
-        .list_objects(&Default::default(), 0, 10)
-        .await
-        .unwrap()
-        .0;
+    let live = b.list_objects(&Default::default(), 0, 10).await.unwrap().0;
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].object_id, "file-1");
     let n = b
-        .insert_objects(&[record("file", "file-2", false), record("batch", "batch_1", false)])
+        .insert_objects(&[
+            record("file", "file-2", false),
+            record("batch", "batch_1", false),
+        ])
         .await
         .unwrap();
     assert_eq!((n.stored, n.duplicates), (1, 1));

@@ -138,14 +138,18 @@ async fn the_read_pages_by_cursor_and_filters_by_org_and_project() {
     assert_eq!(pages, 3);
     assert_eq!(seen.len(), 7);
     let (_, p) = page(&env, "internal-secret-value", "?org=acme&project=web").await;
-    assert_eq!(
-        ids(&p),
-        ["file-0", "file-1", "file-2", "file-3", "file-4"]
-    );
+    assert_eq!(ids(&p), ["file-0", "file-1", "file-2", "file-3", "file-4"]);
     let (_, p) = page(&env, "internal-secret-value", "?org=globex").await;
     assert_eq!(ids(&p), ["file-globex"]);
 
-    for bad in ["?limit=0", "?limit=5001", "?after=-1", "?project=web", "?org=Bad", "?x=1"] {
+    for bad in [
+        "?limit=0",
+        "?limit=5001",
+        "?after=-1",
+        "?project=web",
+        "?org=Bad",
+        "?x=1",
+    ] {
         let (st, v) = page(&env, "internal-secret-value", bad).await;
         assert_eq!(st, 400, "{bad}: {v}");
     }
@@ -156,9 +160,17 @@ async fn ingest_and_read_need_their_secrets_and_valid_records() {
     let env = env_with_ingest().await;
     // The usage token (or none) does not pass for objects.
     let (st, v) = ingest(&env, "usage-token-value", vec![]).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
     let (st, v) = page(&env, "wrong-secret", "").await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
     // One bad record refuses the whole batch, naming the field.
     let mut bad = record("web", "file", "file-ok", false);
     bad["object_id"] = json!("file:../1");
@@ -170,16 +182,25 @@ async fn ingest_and_read_need_their_secrets_and_valid_records() {
     .await;
     assert_eq!(st, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_record");
-    assert!(v["error"]["message"].as_str().unwrap().contains("records[1].object_id"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("records[1].object_id"));
     let mut bad = record("web", "file", "file-ok", false);
     bad["kind"] = json!("secret");
     let (st, v) = ingest(&env, "objects-token-value", vec![bad]).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_record")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_record"))
+    );
     let (_, p) = page(&env, "internal-secret-value", "").await;
     assert!(ids(&p).is_empty());
     let too_many: Vec<Value> = (0..501)
         .map(|i| record("web", "file", &format!("file-{i}"), false))
         .collect();
     let (st, v) = ingest(&env, "objects-token-value", too_many).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("batch_too_large")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("batch_too_large"))
+    );
 }

@@ -553,7 +553,11 @@ pub fn multipart(data: &[u8]) {
         let same = std::str::from_utf8(&body[range.clone()]).unwrap_or_default();
         let again = multipart::rewrite_model(body, &boundary, same)
             .unwrap_or_else(|e| panic!("rewrite with the same model: {e:?}"));
-        assert_eq!(&again[..], body, "rewriting with the same model changed the body");
+        assert_eq!(
+            &again[..],
+            body,
+            "rewriting with the same model changed the body"
+        );
     }
 }
 
@@ -650,7 +654,8 @@ pub fn object_refs(data: &[u8]) {
     let top = tree.as_object();
     assert_eq!(
         got.store,
-        top.and_then(|m| m.get("store")).and_then(serde_json::Value::as_bool)
+        top.and_then(|m| m.get("store"))
+            .and_then(serde_json::Value::as_bool)
     );
     assert_eq!(
         got.previous_response,
@@ -716,14 +721,23 @@ pub fn endpoint_class(data: &[u8]) {
         assert!(!inference, "inference refused with families enabled");
         return;
     };
-    assert_eq!(all.as_ref(), Ok(&endpoint), "enabling more families changed {path}");
+    assert_eq!(
+        all.as_ref(),
+        Ok(&endpoint),
+        "enabling more families changed {path}"
+    );
     assert!(
-        matches!(method, http::Method::GET | http::Method::POST | http::Method::DELETE),
+        matches!(
+            method,
+            http::Method::GET | http::Method::POST | http::Method::DELETE
+        ),
         "{method} allowed"
     );
     assert!(path.starts_with('/'));
     assert!(
-        !path[1..].split('/').any(|s| s.is_empty() || s == "." || s == ".."),
+        !path[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".."),
         "unclean path allowed: {path:?}"
     );
     match endpoint.family {

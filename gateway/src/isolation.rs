@@ -42,10 +42,7 @@ pub struct Request<'a> {
 }
 
 /// Checks one request; plain inference naming no object allocates nothing here.
-pub async fn check(
-    own: &Arc<Ownership>,
-    req: Request<'_>,
-) -> Result<Option<Box<Tracker>>, Reject> {
+pub async fn check(own: &Arc<Ownership>, req: Request<'_>) -> Result<Option<Box<Tracker>>, Reject> {
     let kind = req.cfg.providers[req.provider].kind;
     let enabled = &req.cfg.projects[req.project].endpoints;
     let path = req.path;

@@ -54,14 +54,12 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
                 config_path.to_owned(),
                 metrics.clone(),
             ));
-            let client = Arc::new(
-                crate::control_plane::Client::new(
-                    cp.clone(),
-                    &s.listen,
-                    live.clone(),
-                    metrics.clone(),
-                )?,
-            );
+            let client = Arc::new(crate::control_plane::Client::new(
+                cp.clone(),
+                &s.listen,
+                live.clone(),
+                metrics.clone(),
+            )?);
             client.load_last_known_good();
             (live, Some(client))
         }
@@ -240,7 +238,10 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         server.add_service(background_service("usage-ingest", UsageShipper(shipper)));
     }
     if let Some(shipper) = objects_shipper {
-        server.add_service(background_service("objects-ingest", ObjectsShipper(shipper)));
+        server.add_service(background_service(
+            "objects-ingest",
+            ObjectsShipper(shipper),
+        ));
     }
     if let Some(seeder) = seeder {
         server.add_service(background_service("ownership-seed", seeder));

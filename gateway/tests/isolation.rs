@@ -1127,14 +1127,21 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
         "POST",
         "/v1/batches",
         &one,
-        Some(&json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                      "completion_window": "24h"})),
+        Some(
+            &json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{batch}");
     let batch_id = batch["id"].as_str().unwrap().to_owned();
     // Reading them again reports nothing new; the batch's output file is the project's too.
-    assert_eq!(send(&gw1, "GET", &format!("/v1/files/{file_id}"), &one, None).await.0, 200);
+    assert_eq!(
+        send(&gw1, "GET", &format!("/v1/files/{file_id}"), &one, None)
+            .await
+            .0,
+        200
+    );
     let (status, batch) = send(&gw1, "GET", &format!("/v1/batches/{batch_id}"), &one, None).await;
     assert_eq!(status, 200);
     let output_id = batch["output_file_id"].as_str().unwrap().to_owned();
@@ -1167,7 +1174,10 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
     assert_eq!(records[0]["org"], "acme");
     assert_eq!(records[0]["provider"], "openai");
     let stored = [r#"kind="objects""#, r#"outcome="stored""#];
-    assert_eq!(metric(&gw1, "gateway_ingest_records_total", &stored).await, 3.0);
+    assert_eq!(
+        metric(&gw1, "gateway_ingest_records_total", &stored).await,
+        3.0
+    );
     assert_eq!(
         metric(
             &gw1,
@@ -1183,7 +1193,11 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
         metric(
             &gw1,
             "gateway_ownership_refusals_total",
-            &[r#"project="acme/two""#, r#"kind="file""#, r#"reason="not_owned""#]
+            &[
+                r#"project="acme/two""#,
+                r#"kind="file""#,
+                r#"reason="not_owned""#
+            ]
         )
         .await,
         1.0
@@ -1191,14 +1205,12 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
 
     // Gateway 1 dies; a new gateway without Redis (its own spool and snapshot file) starts.
     gw1.kill();
-    let gw2 =
-        GatewayProc::launch("", &objects_server_extra(&cp, &secrets, "gw2"), &[], true).await;
+    let gw2 = GatewayProc::launch("", &objects_server_extra(&cp, &secrets, "gw2"), &[], true).await;
     cp::eventually(
         std::time::Duration::from_secs(10),
         "gateway 2 is seeded",
         || async {
-            let (status, v) =
-                send(&gw2, "GET", &format!("/v1/files/{file_id}"), &one, None).await;
+            let (status, v) = send(&gw2, "GET", &format!("/v1/files/{file_id}"), &one, None).await;
             // Before the seed: refused as unavailable, never as missing.
             assert!(
                 status == 200
@@ -1211,7 +1223,10 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
     )
     .await;
     assert_eq!(metric(&gw2, "gateway_ownership_ready", &[]).await, 1.0);
-    assert_eq!(metric(&gw2, "gateway_ownership_seeded_objects", &[]).await, 3.0);
+    assert_eq!(
+        metric(&gw2, "gateway_ownership_seeded_objects", &[]).await,
+        3.0
+    );
     // Project one still owns both; project two still gets 404, nothing reaching the provider.
     let (status, v) = send(&gw2, "GET", &format!("/v1/batches/{batch_id}"), &one, None).await;
     assert_eq!(status, 200, "{v}");
@@ -1240,7 +1255,10 @@ async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_
     let (_, list) = send(&gw2, "GET", "/v1/files", &two, None).await;
     assert_eq!(ids(&list), Vec::<String>::new());
     // Nothing was reported twice: the seeded records are not new.
-    assert_eq!(metric(&gw2, "gateway_ingest_records_total", &stored).await, 0.0);
+    assert_eq!(
+        metric(&gw2, "gateway_ingest_records_total", &stored).await,
+        0.0
+    );
 
     // The owner deletes the file: the tombstone reaches the control plane, which no longer
     // serves it to seeding gateways.
@@ -1318,7 +1336,12 @@ async fn until_seeded_requests_naming_objects_fail_closed_and_inference_is_serve
     cp::eventually(
         std::time::Duration::from_secs(40),
         "seeded after the control plane came back",
-        || async { send(&gw, "GET", &format!("/v1/files/{id}"), &one, None).await.0 == 200 },
+        || async {
+            send(&gw, "GET", &format!("/v1/files/{id}"), &one, None)
+                .await
+                .0
+                == 200
+        },
     )
     .await;
 }

@@ -16,6 +16,7 @@ pub mod usage;
 mod validate;
 
 pub use key::{KeyDigest, MintedKey};
+pub use objects::{ObjectBatch, ObjectPage, ObjectRecord, OwnedObject};
 pub use secret::{Secret, SecretRef, SecretResolveError};
 pub use signed::{SignedSnapshot, SigningKey, VerifyError, VerifyingKey};
 pub use slug::{Slug, SlugError};
@@ -23,6 +24,5 @@ pub use snapshot::{
     EndpointFamily, KeySpec, ModelPattern, OrgSpec, OrgView, PriceSpec, ProjectSpec, ProviderKind,
     ProviderSpec, RouteSpec, Snapshot, DEFAULT_MAX_REQUEST_BYTES, IMPLICIT_ORG,
 };
-pub use objects::{ObjectBatch, ObjectPage, ObjectRecord, OwnedObject};
 pub use usage::{UsageBatch, UsageRecord};
 pub use validate::{SchemaError, ValidationErrors, MAX_REQUEST_BYTES_LIMIT};

@@ -81,9 +81,8 @@ async fn ingest_usage(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Val
 /// Validates and stores a batch of ownership records: `{"stored": changed, "duplicates":
 /// already reflected}`.
 async fn ingest_objects(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
-    let batch: ObjectBatch = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("not an object batch: {e}"))
-    })?;
+    let batch: ObjectBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("not an object batch: {e}")))?;
     if batch.records.len() > gateway_schema::objects::MAX_BATCH {
         return Err(ApiError::bad_request(
             "batch_too_large",
@@ -153,10 +152,7 @@ pub async fn list_objects(
         }
     }
     if q.project.is_some() && q.org.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "project needs org",
-        ));
+        return Err(ApiError::bad_request("invalid_query", "project needs org"));
     }
     let filter = ObjectFilter {
         org: q.org,

@@ -50,7 +50,10 @@ impl Store {
     /// `(org, provider, object_id)` is known (the first owner wins); a deletion marks the
     /// owner's object deleted, or inserts it deleted when its creation has not arrived yet (so
     /// that creation cannot revive it). Another project's deletion of an object changes nothing.
-    pub async fn insert_objects(&self, records: &[ObjectRecord]) -> Result<ObjectIngest, StoreError> {
+    pub async fn insert_objects(
+        &self,
+        records: &[ObjectRecord],
+    ) -> Result<ObjectIngest, StoreError> {
         let mut tx = self.pool().begin().await?;
         let mut out = ObjectIngest::default();
         for r in records {

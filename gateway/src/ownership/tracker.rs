@@ -146,8 +146,10 @@ impl Tracker {
     }
 
     fn record(&mut self, objects: Vec<(String, &'static str)>) {
-        let objects: Vec<(String, &'static str)> =
-            objects.into_iter().filter(|(i, _)| is_object_id(i)).collect();
+        let objects: Vec<(String, &'static str)> = objects
+            .into_iter()
+            .filter(|(i, _)| is_object_id(i))
+            .collect();
         if !objects.is_empty() {
             self.own.record(&self.who, objects);
         }
