@@ -12,7 +12,7 @@ use sqlx::FromRow;
 
 use crate::store::{
     now_millis, AuditRecord, Backend, CacheHitRow, GuardrailBlockRow, KeyRow, OrgRow, PolicyRow,
-    ProjectRow,
+    ProjectRow, ProviderObjectRow,
     ProviderRow, RouteRow, Store, StoreError,
 };
 
@@ -47,6 +47,9 @@ pub struct Backup {
     /// Absent in backups written before the table existed.
     #[serde(default)]
     pub guardrail_blocks: Vec<GuardrailBlockRow>,
+    /// Ownership of provider objects (absent in backups taken before it existed).
+    #[serde(default)]
+    pub provider_objects: Vec<ProviderObjectRow>,
 }
 
 /// Why a backup or restore failed.
@@ -79,6 +82,7 @@ pub struct Counts {
     pub usage: usize,
     pub cache_hits: usize,
     pub guardrail_blocks: usize,
+    pub objects: usize,
 }
 
 impl fmt::Display for Counts {
@@ -86,7 +90,7 @@ impl fmt::Display for Counts {
         write!(
             f,
             "{} orgs, {} projects, {} providers, {} routes, {} policies, {} keys, {} audit records, \
-             {} usage records, {} cache hits, {} guardrail block records",
+             {} usage records, {} cache hits, {} guardrail block records, {} provider objects",
             self.orgs,
             self.projects,
             self.providers,
@@ -96,7 +100,8 @@ impl fmt::Display for Counts {
             self.audit,
             self.usage,
             self.cache_hits,
-            self.guardrail_blocks
+            self.guardrail_blocks,
+            self.objects
         )
     }
 }
@@ -115,12 +120,13 @@ impl Backup {
             usage: self.usage_records.len(),
             cache_hits: self.cache_hits.len(),
             guardrail_blocks: self.guardrail_blocks.len(),
+            objects: self.provider_objects.len(),
         }
     }
 }
 
 /// Tables with an integer `id` sequence, in foreign-key order.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "orgs",
     "policies",
     "projects",
@@ -129,6 +135,7 @@ const TABLES: [&str; 8] = [
     "virtual_keys",
     "audit_log",
     "guardrail_blocks",
+    "provider_objects",
 ];
 
 /// Tables keyed by a gateway-minted text id (no sequence to move on restore).
@@ -159,6 +166,7 @@ pub async fn take(store: &Store) -> Result<Backup, BackupError> {
         usage_records: store.all_usage().await?,
         cache_hits: store.all_cache_hits().await?,
         guardrail_blocks: all(store, "guardrail_blocks").await?,
+        provider_objects: all(store, "provider_objects").await?,
     })
 }
 
@@ -341,6 +349,22 @@ pub async fn restore(store: &Store, b: &Backup) -> Result<Counts, BackupError> {
         .bind(r.key_id.clone())
         .bind(&r.rule_id)
         .bind(&r.action)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for r in &b.provider_objects {
+        sqlx::query(
+            "INSERT INTO provider_objects (id, org, provider, object_id, project, kind, \
+             created_at_ms, deleted_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(r.id)
+        .bind(&r.org)
+        .bind(&r.provider)
+        .bind(&r.object_id)
+        .bind(&r.project)
+        .bind(&r.kind)
+        .bind(r.created_at_ms)
+        .bind(r.deleted_at_ms)
         .execute(&mut *tx)
         .await?;
     }

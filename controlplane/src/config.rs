@@ -415,6 +415,9 @@ pub struct InternalConfig {
     /// Token for guardrail-block ingest.
     #[serde(default)]
     pub guardrail_blocks_ingest_token: Option<SecretRef>,
+    /// Token for ownership records of provider objects (`/internal/v1/ingest/objects`).
+    #[serde(default)]
+    pub objects_ingest_token: Option<SecretRef>,
 }
 
 /// Audit log settings.

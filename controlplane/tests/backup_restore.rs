@@ -25,6 +25,7 @@ fn same_data(a: &Backup, b: &Backup) {
     assert_eq!(a.cache_hits, b.cache_hits);
     assert_eq!(a.guardrail_blocks, b.guardrail_blocks);
     assert_eq!(a.guardrail_blocks.len(), 2);
+    assert_eq!(a.provider_objects, b.provider_objects);
 }
 
 /// Usage records as a gateway reports them: priced and unpriced, complete and cut short.
@@ -89,6 +90,25 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     let store = open(&db).await;
     assert_eq!(store.insert_usage(&usage_records()).await.unwrap(), 3);
     add_guardrail_blocks(&store).await;
+    // Ownership records of provider objects, one of them deleted (a tombstone).
+    let record = |kind: &str, id: &str, deleted: bool| gateway_schema::ObjectRecord {
+        org: "acme".into(),
+        project: "web".into(),
+        provider: "openai".into(),
+        kind: kind.into(),
+        object_id: id.into(),
+        at_ms: 1_795_824_000_000,
+        deleted,
+    };
+    let n = store
+        .insert_objects(&[
+            record("file", "file-1", false),
+            record("batch", "batch_1", false),
+            record("batch", "batch_1", true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n.stored, 3);
     store.close().await;
     // A cache hit a gateway reported is backed up and restored too.
     let hit: gateway_schema::CacheHitRecord = serde_json::from_value(json!({
@@ -152,6 +172,7 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 orgs, 2 projects"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 provider objects"));
     // Restoring twice is refused: the target is no longer empty.
     let out = cli(&[
         "restore",
@@ -164,10 +185,28 @@ async fn sqlite_backup_restores_into_a_fresh_store_identically() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
     let (a, b) = (open(&db).await, open(&db_b).await);
-    let restored = backup::take(&b).await.unwrap();
-    assert_eq!(restored.usage_records, usage_records());
-    assert_eq!(restored.cache_hits.len(), 1);
-    same_data(&backup::take(&a).await.unwrap(), &restored);
+    let (taken_a, taken_b) = (
+        backup::take(&a).await.unwrap(),
+        backup::take(&b).await.unwrap(),
+    );
+    assert_eq!(taken_b.usage_records, usage_records());
+    assert_eq!(taken_b.cache_hits.len(), 1);
+    same_data(&taken_a, &taken_b);
+    assert_eq!(taken_b.provider_objects.len(), 2);
+    assert!(taken_b.provider_objects[1].deleted_at_ms.is_some());
+    // The restored records serve seeding gateways as before (the tombstone stays deleted),
+    // and new reports continue after them.
+    let live = b.list_objects(&Default::default(), 0, 10).await.unwrap().0;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].object_id, "file-1");
+    let n = b
+        .insert_objects(&[
+            record("file", "file-2", false),
+            record("batch", "batch_1", false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((n.stored, n.duplicates), (1, 1));
     a.close().await;
     b.close().await;
 

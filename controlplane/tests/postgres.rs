@@ -142,8 +142,29 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
         .await
         .unwrap();
     add_guardrail_blocks(&src_store).await;
+    // Ownership records, one a tombstone (the upsert's Postgres path).
+    let object = |id: &str, deleted: bool| gateway_schema::ObjectRecord {
+        org: "acme".into(),
+        project: "web".into(),
+        provider: "openai".into(),
+        kind: "file".into(),
+        object_id: id.into(),
+        at_ms: 1_795_824_000_000,
+        deleted,
+    };
+    let n = src_store
+        .insert_objects(&[
+            object("file-1", false),
+            object("file-2", false),
+            object("file-2", true),
+            object("file-2", false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((n.stored, n.duplicates), (3, 1));
     let taken = backup::take(&src_store).await.unwrap();
     assert_eq!(taken.guardrail_blocks.len(), 2);
+    assert_eq!(taken.provider_objects.len(), 2);
     let dir = std::env::temp_dir().join(common::unique("cp-pgbackup-"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("pg.json");
@@ -163,6 +184,19 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     assert_eq!(restored.virtual_keys, taken.virtual_keys);
     assert_eq!(restored.audit_log, taken.audit_log);
     assert_eq!(restored.guardrail_blocks, taken.guardrail_blocks);
+    assert_eq!(restored.provider_objects, taken.provider_objects);
+    // The cursor sequence moved past the restored rows; the tombstone stays deleted.
+    let n = dst_store
+        .insert_objects(&[object("file-3", false), object("file-2", false)])
+        .await
+        .unwrap();
+    assert_eq!((n.stored, n.duplicates), (1, 1));
+    let (live, _) = dst_store
+        .list_objects(&Default::default(), 0, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = live.iter().map(|o| o.object_id.as_str()).collect();
+    assert_eq!(ids, ["file-1", "file-3"]);
     dst_store.close().await;
     let (s2, issuer2, rsa2) = pg_server(&dst).await;
     let admin2 = rsa2.sign(&issuer2.claims("root-admin", &["platform-admins"]));
@@ -200,6 +234,7 @@ async fn postgres_backup_round_trips_and_moves_to_sqlite_and_back() {
     assert_eq!(final_.audit_log, taken.audit_log);
     assert_eq!(final_.guardrail_blocks, taken.guardrail_blocks);
     assert_eq!(final_.policies, taken.policies);
+    assert_eq!(final_.provider_objects, taken.provider_objects);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,9 @@
 //! | [`signed_snapshot`] | the snapshot envelope, its signature check and payload (`gateway_schema::signed`) |
 //! | [`sse_stream`] | the gateway's reader of the control plane's snapshot stream (`gateway::control_plane::sse`) |
 //! | [`usage_sse`] | the SSE parser and usage extraction of provider responses (`gateway::usage`) |
+//! | [`multipart`] | the `multipart/form-data` boundary, `model` field and rewrite (`gateway::multipart`) |
+//! | [`object_refs`] | object references in request bodies (`gateway::ownership::refs`) |
+//! | [`endpoint_class`] | the endpoint allowlist (`gateway::endpoints`) |
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -489,5 +492,271 @@ pub fn usage_sse(data: &[u8]) {
     for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
         let _ = extract::from_json(&whole, dialect);
         let _ = extract::usage_in_tail(&whole, dialect);
+    }
+}
+
+/// The `multipart/form-data` reader (`gateway::multipart`). The first byte picks what the rest
+/// is: 0 — a `Content-Type` header value and a body, split at the first 0xFF; 1 — a body with
+/// the boundary `XyZ123`. A content type yields a boundary only for `multipart/form-data`
+/// (1–70 bytes); a model read from a body is a range of it that the rewrite replaces and
+/// nothing else (what precedes and follows it is kept byte for byte), after which the body
+/// names exactly the new model; rewriting a model with itself gives back the same body.
+pub fn multipart(data: &[u8]) {
+    use gateway::multipart;
+    const NEW: &str = "fuzz-upstream-model";
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (boundary, body) = if mode % 2 == 0 {
+        let (ct, body) = match rest.iter().position(|b| *b == SEP) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &b""[..]),
+        };
+        // Only what a real header value can hold reaches the parser.
+        let Ok(value) = http::HeaderValue::from_bytes(ct) else {
+            return;
+        };
+        let Some(b) = multipart::boundary(value.as_bytes()) else {
+            return;
+        };
+        assert!((1..=70).contains(&b.len()), "boundary of {} bytes", b.len());
+        let essence = std::str::from_utf8(ct)
+            .ok()
+            .and_then(|c| c.split(';').next())
+            .map(str::trim)
+            .unwrap_or_default();
+        assert!(
+            essence.eq_ignore_ascii_case("multipart/form-data"),
+            "a boundary from {essence:?}"
+        );
+        (b.to_owned(), body)
+    } else {
+        ("XyZ123".to_owned(), rest)
+    };
+    let found = multipart::field(body, &boundary, "model");
+    let model = multipart::model_of(body, &boundary);
+    match (&found, &model) {
+        (Ok(Some(r)), Ok(Some(m))) => assert_eq!(body.get(r.clone()), Some(m.as_bytes())),
+        (Ok(Some(_)), Err(_)) | (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        other => panic!("field and model_of disagree: {other:?}"),
+    }
+    let rewritten = multipart::rewrite_model(body, &boundary, NEW);
+    let Ok(Some(range)) = found else {
+        assert!(rewritten.is_err(), "rewrote a body without a model field");
+        return;
+    };
+    let out = rewritten.unwrap_or_else(|e| panic!("a body with a model field: {e:?}"));
+    assert_eq!(&out[..range.start], &body[..range.start]);
+    assert_eq!(&out[range.start + NEW.len()..], &body[range.end..]);
+    if model.is_ok() {
+        assert_eq!(multipart::model_of(&out, &boundary), Ok(Some(NEW)));
+        let same = std::str::from_utf8(&body[range.clone()]).unwrap_or_default();
+        let again = multipart::rewrite_model(body, &boundary, same)
+            .unwrap_or_else(|e| panic!("rewrite with the same model: {e:?}"));
+        assert_eq!(
+            &again[..],
+            body,
+            "rewriting with the same model changed the body"
+        );
+    }
+}
+
+/// The object references a tree walk of a parsed JSON value finds, under the same rules as
+/// `gateway::ownership::refs::scan` (metadata skipped, a tool call's `input` skipped,
+/// `conversation` as a string or `{"id"}`): the oracle for [`object_refs`].
+fn oracle_refs(v: &serde_json::Value, top: bool, ids: &mut Vec<String>) {
+    use serde_json::Value;
+    const ONE: &[&str] = &[
+        "file_id",
+        "input_file_id",
+        "training_file",
+        "validation_file",
+        "previous_response_id",
+        "vector_store_id",
+        "container",
+        "conversation",
+    ];
+    const MANY: &[&str] = &["file_ids", "vector_store_ids"];
+    let push = |ids: &mut Vec<String>, id: &str| {
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_owned());
+        }
+    };
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| oracle_refs(i, false, ids)),
+        Value::Object(map) => {
+            let tool_use = map
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("tool_use"));
+            for (k, val) in map {
+                match k.as_str() {
+                    "metadata" => {}
+                    "input" if tool_use => {}
+                    k if !(top && k == "store") && ONE.contains(&k) => match val {
+                        Value::String(s) => push(ids, s),
+                        Value::Object(inner) if k == "conversation" => {
+                            for (ik, iv) in inner {
+                                match iv {
+                                    Value::String(s) if ik == "id" => push(ids, s),
+                                    other => oracle_refs(other, false, ids),
+                                }
+                            }
+                        }
+                        other => oracle_refs(other, false, ids),
+                    },
+                    k if !(top && k == "store") && MANY.contains(&k) => match val {
+                        Value::Array(items) => {
+                            for item in items {
+                                match item {
+                                    Value::String(s) => push(ids, s),
+                                    other => oracle_refs(other, false, ids),
+                                }
+                            }
+                        }
+                        other => oracle_refs(other, false, ids),
+                    },
+                    _ => oracle_refs(val, false, ids),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The request-body reference scanner (`gateway::ownership::refs`): it never refuses JSON a
+/// tree parser reads, and on a body without duplicate keys (the input re-serialized from its
+/// parsed tree) it finds exactly the references, `store` flag and `previous_response_id`
+/// that a tree walk finds — a reference it missed would let a project use another's object.
+pub fn object_refs(data: &[u8]) {
+    use gateway::ownership::refs;
+    let scanned = refs::scan(data);
+    let Ok(tree) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    assert!(
+        scanned.is_ok(),
+        "refused JSON that a tree parser reads: {scanned:?}"
+    );
+    let canonical = tree.to_string();
+    let got = refs::scan(canonical.as_bytes())
+        .unwrap_or_else(|e| panic!("refused re-serialized JSON: {e:?}"));
+    let mut expected = Vec::new();
+    oracle_refs(&tree, true, &mut expected);
+    let mut found = got.ids.clone();
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected, "references differ on {canonical}");
+    let mut dedup = got.ids.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), got.ids.len(), "ids are not deduplicated");
+    let top = tree.as_object();
+    assert_eq!(
+        got.store,
+        top.and_then(|m| m.get("store"))
+            .and_then(serde_json::Value::as_bool)
+    );
+    assert_eq!(
+        got.previous_response,
+        top.is_some_and(|m| m.contains_key("previous_response_id"))
+    );
+}
+
+/// The endpoint allowlist (`gateway::endpoints::classify`). The first byte picks the provider
+/// kind and method, the second the families the policy enables (one bit each), the rest is
+/// the path. Administration is refused whatever is enabled; what is allowed is a clean path
+/// (leading `/`, no empty or dot segment), of an enabled family or inference, with object ids
+/// that are real segments of the path; enabling more families never refuses more; `HEAD` and
+/// unknown methods never pass.
+pub fn endpoint_class(data: &[u8]) {
+    use gateway::endpoints::{self, Effect};
+    use gateway_schema::{EndpointFamily, ProviderKind};
+    const FAMILIES: [EndpointFamily; 8] = [
+        EndpointFamily::Files,
+        EndpointFamily::Uploads,
+        EndpointFamily::Batches,
+        EndpointFamily::VectorStores,
+        EndpointFamily::StoredResponses,
+        EndpointFamily::FineTuning,
+        EndpointFamily::MessageBatches,
+        EndpointFamily::AnthropicFiles,
+    ];
+    let [pick, mask, path @ ..] = data else {
+        return;
+    };
+    let Ok(path) = std::str::from_utf8(path) else {
+        return;
+    };
+    let kind = [
+        ProviderKind::Openai,
+        ProviderKind::Anthropic,
+        ProviderKind::OpenaiCompatible,
+    ][usize::from(pick % 3)];
+    let method = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::DELETE,
+        http::Method::HEAD,
+        http::Method::PUT,
+        http::Method::PATCH,
+        http::Method::OPTIONS,
+    ][usize::from((pick / 3) % 7)]
+    .clone();
+    let enabled: Vec<EndpointFamily> = FAMILIES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, f)| *f)
+        .collect();
+    let result = endpoints::classify(kind, &method, path, &enabled);
+    let all = endpoints::classify(kind, &method, path, &FAMILIES);
+    if endpoints::is_admin(path) {
+        assert_eq!(result, Err(Reject::EndpointNotAllowed { admin: true }));
+        assert_eq!(all, Err(Reject::EndpointNotAllowed { admin: true }));
+        return;
+    }
+    let inference = endpoints::is_inference(kind, &method, path);
+    let Ok(endpoint) = result else {
+        assert!(!inference, "inference refused with families enabled");
+        return;
+    };
+    assert_eq!(
+        all.as_ref(),
+        Ok(&endpoint),
+        "enabling more families changed {path}"
+    );
+    assert!(
+        matches!(
+            method,
+            http::Method::GET | http::Method::POST | http::Method::DELETE
+        ),
+        "{method} allowed"
+    );
+    assert!(path.starts_with('/'));
+    assert!(
+        !path[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".."),
+        "unclean path allowed: {path:?}"
+    );
+    match endpoint.family {
+        None => assert!(inference),
+        Some(f) => {
+            assert!(enabled.contains(&f), "{f:?} is not enabled");
+            assert!(!inference);
+        }
+    }
+    if endpoint.effect == Effect::Delete {
+        assert_eq!(method, http::Method::DELETE);
+        assert!(!endpoint.ids.is_empty(), "a delete names no object");
+    }
+    for r in &endpoint.ids {
+        let id = path
+            .get(r.clone())
+            .unwrap_or_else(|| panic!("id range {r:?} outside {path:?}"));
+        assert!(endpoints::is_object_id(id));
+        assert_eq!(&path[r.start - 1..r.start], "/");
+        assert!(path[r.end..].is_empty() || path[r.end..].starts_with('/'));
     }
 }

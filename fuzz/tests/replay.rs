@@ -76,6 +76,21 @@ fn usage_sse_inputs_replay_cleanly() {
     replay("usage_sse", gateway_fuzz::usage_sse);
 }
 
+#[test]
+fn multipart_inputs_replay_cleanly() {
+    replay("multipart", gateway_fuzz::multipart);
+}
+
+#[test]
+fn object_refs_inputs_replay_cleanly() {
+    replay("object_refs", gateway_fuzz::object_refs);
+}
+
+#[test]
+fn endpoint_class_inputs_replay_cleanly() {
+    replay("endpoint_class", gateway_fuzz::endpoint_class);
+}
+
 /// The seeds reach the deep end of token handling: a validly signed token with good claims is
 /// accepted, so the target really exercises claims handling and not only the signature check.
 #[test]

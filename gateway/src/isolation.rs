@@ -10,28 +10,18 @@ use http::Method;
 
 use crate::endpoints::{self, Effect};
 use crate::ownership::tracker::{Mode, Tracker};
-use crate::ownership::{refs, OwnershipStore};
+use crate::ownership::{family_kind, refs, Ownership, Parties};
 use crate::proxy::errors::Reject;
 use crate::state::ActiveConfig;
 
-/// Who asks, and which provider account the objects live in.
-struct Parties {
-    /// `org/provider`: ids are unique per provider account.
-    account: String,
-    /// `org/project`.
-    owner: String,
-}
-
-impl Parties {
-    /// The parties of a request by `project` to `provider` on `cfg`.
-    fn of(cfg: &ActiveConfig, project: usize, provider: usize) -> Self {
-        let project = &cfg.projects[project];
-        let org = &cfg.orgs[project.org].slug;
-        Self {
-            account: format!("{org}/{}", cfg.providers[provider].name),
-            owner: project.label.to_string(),
-        }
-    }
+/// The parties of a request by `project` to `provider` on `cfg`.
+fn parties(cfg: &ActiveConfig, project: usize, provider: usize) -> Parties {
+    let p = &cfg.projects[project];
+    Parties::new(
+        &cfg.orgs[p.org].slug,
+        &p.slug,
+        &cfg.providers[provider].name,
+    )
 }
 
 /// One request about to go upstream: `project` sends `method path` (what the provider will
@@ -52,10 +42,7 @@ pub struct Request<'a> {
 }
 
 /// Checks one request; plain inference naming no object allocates nothing here.
-pub async fn check(
-    store: &Arc<dyn OwnershipStore>,
-    req: Request<'_>,
-) -> Result<Option<Box<Tracker>>, Reject> {
+pub async fn check(own: &Arc<Ownership>, req: Request<'_>) -> Result<Option<Box<Tracker>>, Reject> {
     let kind = req.cfg.providers[req.provider].kind;
     let enabled = &req.cfg.projects[req.project].endpoints;
     let path = req.path;
@@ -93,26 +80,28 @@ pub async fn check(
     for id in &body.ids {
         ids.push(id);
     }
-    let who = Parties::of(req.cfg, req.project, req.provider);
-    for id in ids {
+    let who = parties(req.cfg, req.project, req.provider);
+    // Ids in the path are of the endpoint's family; ids in a body may name anything.
+    let kind = family_kind(endpoint.family);
+    let path_ids = endpoint.ids.len();
+    for (i, id) in ids.into_iter().enumerate() {
+        let id_kind = if i < path_ids { kind } else { "reference" };
         if !endpoints::is_object_id(id) {
+            own.refused(&who, id_kind, crate::ownership::Refusal::NotOwned);
             return Err(not_found);
         }
-        match store.owns(&who.account, &who.owner, id).await {
+        match own.owns(&who, id, id_kind).await {
             Ok(true) => {}
             Ok(false) => return Err(not_found),
-            Err(e) => {
-                tracing::warn!(error = %e, "object ownership check failed");
-                return Err(Reject::OwnershipUnavailable);
-            }
+            Err(_) => return Err(Reject::OwnershipUnavailable),
         }
     }
 
     if let Some(Mode::List(owned)) = &mut mode {
-        *owned = store.owned(&who.account, &who.owner).await.map_err(|e| {
-            tracing::warn!(error = %e, "could not load the project's objects for a list");
-            Reject::OwnershipUnavailable
-        })?;
+        *owned = own
+            .owned(&who, kind)
+            .await
+            .map_err(|_| Reject::OwnershipUnavailable)?;
     }
-    Ok(mode.map(|m| Box::new(Tracker::new(store.clone(), who.account, who.owner, m))))
+    Ok(mode.map(|m| Box::new(Tracker::new(own.clone(), who, kind, m))))
 }

@@ -75,6 +75,9 @@ struct ControlPlaneArgs {
         requires = "control_plane"
     )]
     guardrail_blocks_ingest_token: Option<gateway_schema::SecretRef>,
+    /// The objects ingest token (ownership records of provider objects), as a reference.
+    #[arg(long, env = "GATEWAY_OBJECTS_INGEST_TOKEN", requires = "control_plane")]
+    objects_ingest_token: Option<gateway_schema::SecretRef>,
 }
 
 impl ControlPlaneArgs {
@@ -106,6 +109,7 @@ impl ControlPlaneArgs {
             usage_ingest_token: None,
             cache_hits_ingest_token: None,
             guardrail_blocks_ingest_token: None,
+            objects_ingest_token: None,
             ingest: Default::default(),
         });
         cp.url = url;
@@ -125,6 +129,9 @@ impl ControlPlaneArgs {
         }
         if let Some(t) = self.guardrail_blocks_ingest_token {
             cp.guardrail_blocks_ingest_token = Some(t);
+        }
+        if let Some(t) = self.objects_ingest_token {
+            cp.objects_ingest_token = Some(t);
         }
         Ok(Some(cp))
     }

@@ -97,6 +97,12 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let mut hits_shipper = None;
     let mut guardrail_shipper = None;
     let mut guardrails = crate::guardrails::GuardrailReporter::register(metrics.registry())?;
+    let mut objects_shipper = None;
+    let mut ownership = crate::ownership::Ownership::new(
+        crate::ownership::build(s.redis_url.as_ref())?,
+        crate::ownership::OwnershipMetrics::register(metrics.registry())?,
+    );
+    let mut seeder = None;
     if let Some(cp) = &s.control_plane {
         let ingest_metrics = crate::ingest::IngestMetrics::register(metrics.registry())?;
         let target = |kind: &'static str, token: &gateway_schema::SecretRef, field: &str| {
@@ -133,7 +139,37 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             guardrails = guardrails.with_ingest(queue);
             guardrail_shipper = Some(shipper);
         }
+        match &cp.objects_ingest_token {
+            Some(token) => {
+                let target = target("objects", token, "objects_ingest_token")?;
+                let (queue, shipper) =
+                    crate::ingest::channel(target, &cp.ingest, ingest_metrics.clone())?;
+                ownership = ownership.with_reporter(queue);
+                if s.redis_url.is_none() {
+                    ownership = ownership.until_seeded();
+                }
+                objects_shipper = Some(shipper);
+                seeder = Some(());
+            }
+            None if s.redis_url.is_none() => tracing::warn!(
+                "control_plane.objects_ingest_token is not set and there is no server.redis_url: \
+                 provider-object ownership is kept in this process only and lost on restart"
+            ),
+            None => {}
+        }
     }
+    let ownership = Arc::new(ownership);
+    let seeder = match (seeder, &s.control_plane, &cp_client) {
+        (Some(()), Some(cp), Some(client)) => Some(crate::ownership::seed::Seeder::new(
+            ownership.clone(),
+            &cp.url,
+            &cp.internal_secret
+                .resolve()
+                .context("control_plane.internal_secret")?,
+            client.connections(),
+        )?),
+        _ => None,
+    };
     let gov = Arc::new(gov);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let draining = Arc::new(AtomicBool::new(false));
@@ -152,7 +188,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         },
         max_in_flight: Some(s.max_in_flight),
         gov: gov.clone(),
-        ownership: crate::ownership::build(s.redis_url.as_ref())?,
+        ownership,
         cache: Arc::new(cache),
         guardrails: Arc::new(guardrails),
     };
@@ -245,6 +281,15 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             "guardrail-blocks-ingest",
             Shipper(shipper, exit.join()),
         ));
+    }
+    if let Some(shipper) = objects_shipper {
+        server.add_service(background_service(
+            "objects-ingest",
+            Shipper(shipper, exit.join()),
+        ));
+    }
+    if let Some(seeder) = seeder {
+        server.add_service(background_service("ownership-seed", seeder));
     }
     if has_redis {
         server.add_service(background_service(

@@ -43,6 +43,7 @@ fn kubernetes_control_plane_mode_gateway_config_loads_with_file_secrets() {
         cp.usage_ingest_token.as_ref(),
         cp.cache_hits_ingest_token.as_ref(),
         cp.guardrail_blocks_ingest_token.as_ref(),
+        cp.objects_ingest_token.as_ref(),
     ] {
         assert!(
             matches!(secret, Some(SecretRef::File(_))),

@@ -1054,3 +1054,294 @@ fn check_config_refuses_an_unusable_redis_url_without_printing_it() {
     assert!(!stderr.contains("SECRET"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `server:` lines for control-plane mode against `cp` with ownership records reported (and
+/// seeded back), the spool and last-known-good file in `dir`.
+fn objects_server_extra(cp: &cp::ControlPlane, secrets: &cp::Secrets, dir: &str) -> String {
+    let d = secrets.dir.join(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    format!(
+        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{secret}\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/lkg.json\"\n    objects_ingest_token: \"file:{objects}\"\n    ingest:\n      spool_dir: \"{d}/spool\"\n      flush_ms: 50\n",
+        url = cp.url,
+        secret = secrets.secret_file.display(),
+        pubkey = secrets.pub_file.display(),
+        objects = secrets.objects_token_file.display(),
+        d = d.display(),
+    )
+}
+
+/// A control plane with org `acme`, provider `openai` at `up`, and projects `one` and `two`
+/// whose policy enables files and batches; returns their keys.
+async fn objects_control_plane(
+    secrets: &cp::Secrets,
+    up: std::net::SocketAddr,
+) -> (cp::ControlPlane, String, String) {
+    let cp = cp::ControlPlane::start(secrets).await;
+    cp.seed_org("acme", "openai", up).await;
+    cp.post(
+        "/api/v1/orgs/acme/policies",
+        json!({"slug": "files", "endpoints": ["files", "batches"], "default_provider": "openai"}),
+    )
+    .await;
+    for project in ["one", "two"] {
+        cp.post(
+            "/api/v1/orgs/acme/projects",
+            json!({"slug": project, "policy": "files"}),
+        )
+        .await;
+    }
+    let (one, _) = cp.mint("acme", "one").await;
+    let (two, _) = cp.mint("acme", "two").await;
+    (cp, one, two)
+}
+
+async fn metric(gw: &GatewayProc, name: &str, labels: &[&str]) -> f64 {
+    gw.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|s| l.contains(s)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn ownership_survives_a_gateway_restart_without_redis_through_the_control_plane() {
+    let up = StatefulUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let (cp, one, two) = objects_control_plane(&secrets, up.addr).await;
+    let mut gw1 =
+        GatewayProc::launch("", &objects_server_extra(&cp, &secrets, "gw1"), &[], true).await;
+    cp::eventually(
+        std::time::Duration::from_secs(10),
+        "the keys work and ownership is seeded",
+        || async { send(&gw1, "GET", "/v1/files", &one, None).await.0 == 200 },
+    )
+    .await;
+
+    // Project one creates a file and a batch over it through gateway 1.
+    let (status, file) = upload_file(&gw1, "/v1/files", &one, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    let (status, batch) = send(
+        &gw1,
+        "POST",
+        "/v1/batches",
+        &one,
+        Some(
+            &json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    // Reading them again reports nothing new; the batch's output file is the project's too.
+    assert_eq!(
+        send(&gw1, "GET", &format!("/v1/files/{file_id}"), &one, None)
+            .await
+            .0,
+        200
+    );
+    let (status, batch) = send(&gw1, "GET", &format!("/v1/batches/{batch_id}"), &one, None).await;
+    assert_eq!(status, 200);
+    let output_id = batch["output_file_id"].as_str().unwrap().to_owned();
+    cp::eventually(
+        std::time::Duration::from_secs(10),
+        "the records reach the control plane",
+        || async { cp.objects().await.len() >= 3 },
+    )
+    .await;
+    // Each arrived exactly once: one row each, one delivery each, nothing left to send.
+    let records = cp.objects().await;
+    let mut got: Vec<(String, String, String)> = records
+        .iter()
+        .map(|o| {
+            (
+                o["object_id"].as_str().unwrap().to_owned(),
+                o["project"].as_str().unwrap().to_owned(),
+                o["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (file_id.clone(), "one".to_owned(), "file".to_owned()),
+        (batch_id.clone(), "one".to_owned(), "batch".to_owned()),
+        (output_id.clone(), "one".to_owned(), "file".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(records[0]["org"], "acme");
+    assert_eq!(records[0]["provider"], "openai");
+    let stored = [r#"kind="objects""#, r#"outcome="stored""#];
+    assert_eq!(
+        metric(&gw1, "gateway_ingest_records_total", &stored).await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &gw1,
+            "gateway_ownership_records_total",
+            &[r#"project="acme/one""#, r#"kind="file""#, r#"op="created""#]
+        )
+        .await,
+        2.0
+    );
+    let (status, _) = send(&gw1, "GET", &format!("/v1/files/{file_id}"), &two, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        metric(
+            &gw1,
+            "gateway_ownership_refusals_total",
+            &[
+                r#"project="acme/two""#,
+                r#"kind="file""#,
+                r#"reason="not_owned""#
+            ]
+        )
+        .await,
+        1.0
+    );
+
+    // Gateway 1 dies; a new gateway without Redis (its own spool and snapshot file) starts.
+    gw1.kill();
+    let gw2 = GatewayProc::launch("", &objects_server_extra(&cp, &secrets, "gw2"), &[], true).await;
+    cp::eventually(
+        std::time::Duration::from_secs(10),
+        "gateway 2 is seeded",
+        || async {
+            let (status, v) = send(&gw2, "GET", &format!("/v1/files/{file_id}"), &one, None).await;
+            // Before the seed: refused as unavailable, never as missing.
+            assert!(
+                status == 200
+                    || (status == 503 && v["error"]["code"] == "ownership_unavailable")
+                    || (status == 401),
+                "{status} {v}"
+            );
+            status == 200
+        },
+    )
+    .await;
+    assert_eq!(metric(&gw2, "gateway_ownership_ready", &[]).await, 1.0);
+    assert_eq!(
+        metric(&gw2, "gateway_ownership_seeded_objects", &[]).await,
+        3.0
+    );
+    // Project one still owns both; project two still gets 404, nothing reaching the provider.
+    let (status, v) = send(&gw2, "GET", &format!("/v1/batches/{batch_id}"), &one, None).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, list) = send(&gw2, "GET", "/v1/files", &one, None).await;
+    let mut listed = ids(&list);
+    listed.sort();
+    let mut files = vec![file_id.clone(), output_id.clone()];
+    files.sort();
+    assert_eq!(listed, files);
+    let before = up.count();
+    for path in [
+        format!("/v1/files/{file_id}"),
+        format!("/v1/files/{output_id}/content"),
+        format!("/v1/batches/{batch_id}"),
+    ] {
+        let (status, v) = send(&gw2, "GET", &path, &two, None).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("object_not_found")),
+            "{path}"
+        );
+        let (status, _) = send(&gw2, "DELETE", &path, &two, None).await;
+        assert!(status == 404 || status == 403, "{path}: {status}");
+    }
+    assert_eq!(up.count(), before, "a refused request reached the provider");
+    let (_, list) = send(&gw2, "GET", "/v1/files", &two, None).await;
+    assert_eq!(ids(&list), Vec::<String>::new());
+    // Nothing was reported twice: the seeded records are not new.
+    assert_eq!(
+        metric(&gw2, "gateway_ingest_records_total", &stored).await,
+        0.0
+    );
+
+    // The owner deletes the file: the tombstone reaches the control plane, which no longer
+    // serves it to seeding gateways.
+    let (status, _) = send(&gw2, "DELETE", &format!("/v1/files/{file_id}"), &one, None).await;
+    assert_eq!(status, 200);
+    cp::eventually(
+        std::time::Duration::from_secs(10),
+        "the deletion reaches the control plane",
+        || async { cp.objects().await.len() == 2 },
+    )
+    .await;
+    assert!(cp
+        .objects()
+        .await
+        .iter()
+        .all(|o| o["object_id"] != file_id.as_str()));
+}
+
+#[tokio::test]
+async fn until_seeded_requests_naming_objects_fail_closed_and_inference_is_served() {
+    let up = StatefulUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let (mut cp, one, _) = objects_control_plane(&secrets, up.addr).await;
+    let extra = objects_server_extra(&cp, &secrets, "gw");
+    let mut gw = GatewayProc::launch("", &extra, &[], true).await;
+    cp::eventually(std::time::Duration::from_secs(10), "seeded", || async {
+        send(&gw, "GET", "/v1/files", &one, None).await.0 == 200
+    })
+    .await;
+    let (status, file) = upload_file(&gw, "/v1/files", &one, b"{}\n").await;
+    assert_eq!(status, 200, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+    cp::eventually(std::time::Duration::from_secs(10), "recorded", || async {
+        cp.objects().await.len() == 1
+    })
+    .await;
+
+    // The control plane goes down and the gateway restarts from its last-known-good snapshot:
+    // it serves inference, but cannot tell whose objects are whose yet.
+    cp.stop().await;
+    gw.kill();
+    gw.spawn(true).await;
+    let before = up.count();
+    for path in [format!("/v1/files/{id}"), "/v1/files".to_owned()] {
+        let (status, v) = send(&gw, "GET", &path, &one, None).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (503, Some("ownership_unavailable")),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(up.count(), before);
+    assert_eq!(metric(&gw, "gateway_ownership_ready", &[]).await, 0.0);
+    assert!(
+        metric(
+            &gw,
+            "gateway_ownership_refusals_total",
+            &[r#"project="acme/one""#, r#"reason="unseeded""#]
+        )
+        .await
+            >= 2.0
+    );
+    let (status, _) = send(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &one,
+        Some(&chat_body("gpt-4o", false)),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Once the control plane is back, the gateway seeds and the owner gets its file again.
+    cp.restart().await;
+    cp::eventually(
+        std::time::Duration::from_secs(40),
+        "seeded after the control plane came back",
+        || async {
+            send(&gw, "GET", &format!("/v1/files/{id}"), &one, None)
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
+}

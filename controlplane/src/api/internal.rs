@@ -2,21 +2,25 @@
 //! the auth middleware) and, for ingest, by the token of that ingest kind.
 //!
 //! Usage, cache-hit and guardrail-block records are stored, each idempotent on the record's
-//! `id`, so a gateway retrying a batch never double-counts.
+//! `id`, so a gateway retrying a batch never double-counts. Ownership records of provider
+//! objects are stored idempotently on `(org, provider, object_id)` and served back to gateways
+//! by `GET /internal/v1/objects`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gateway_schema::usage::MAX_BATCH;
-use gateway_schema::{CacheHitBatch, GuardrailBlockBatch, UsageBatch};
+use gateway_schema::{CacheHitBatch, GuardrailBlockBatch, ObjectBatch, ObjectPage, UsageBatch};
+use serde::Deserialize;
 
 use crate::audit::AuditCtx;
 use crate::auth::internal::{check_ingest, IngestKind};
 use crate::auth::reject;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::ObjectFilter;
 
 /// `POST /internal/v1/ingest/{kind}`.
 pub async fn ingest(
@@ -43,6 +47,10 @@ pub async fn ingest(
             Err(e) => e.into_response(),
         },
         IngestKind::GuardrailBlocks => match ingest_guardrail_blocks(&st, &body).await {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        },
+        IngestKind::Objects => match ingest_objects(&st, &body).await {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
         },
@@ -152,4 +160,96 @@ async fn ingest_guardrail_blocks(
     Ok(Json(
         serde_json::json!({"stored": stored, "duplicates": duplicates}),
     ))
+}
+
+/// Validates and stores a batch of ownership records: `{"stored": changed, "duplicates":
+/// already reflected}`.
+async fn ingest_objects(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
+    let batch: ObjectBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("not an object batch: {e}")))?;
+    if batch.records.len() > gateway_schema::objects::MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "at most {} records per batch",
+                gateway_schema::objects::MAX_BATCH
+            ),
+        ));
+    }
+    for (i, r) in batch.records.iter().enumerate() {
+        r.validate().map_err(|field| {
+            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
+        })?;
+    }
+    let n = st.store.insert_objects(&batch.records).await?;
+    Ok(Json(
+        serde_json::json!({"stored": n.stored, "duplicates": n.duplicates}),
+    ))
+}
+
+/// Default and largest page of `GET /internal/v1/objects`.
+const OBJECTS_PAGE_DEFAULT: i64 = 1000;
+const OBJECTS_PAGE_MAX: i64 = 5000;
+
+/// Query of `GET /internal/v1/objects`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsQuery {
+    /// Cursor: only records after this one (0 or absent: from the start).
+    #[serde(default)]
+    after: Option<i64>,
+    /// Page size (1–5000, default 1000).
+    #[serde(default)]
+    limit: Option<i64>,
+    /// Only this org.
+    #[serde(default)]
+    org: Option<String>,
+    /// Only this project of `org`.
+    #[serde(default)]
+    project: Option<String>,
+}
+
+/// `GET /internal/v1/objects`: the live ownership records, paged by cursor, for a gateway
+/// seeding its ownership tracker (internal secret only, checked by the auth middleware).
+pub async fn list_objects(
+    State(st): State<AppState>,
+    query: Result<Query<ObjectsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ObjectPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(OBJECTS_PAGE_DEFAULT);
+    if !(1..=OBJECTS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {OBJECTS_PAGE_MAX}"),
+        ));
+    }
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "after must not be negative",
+        ));
+    }
+    for (field, v) in [("org", &q.org), ("project", &q.project)] {
+        if let Some(v) = v {
+            crate::guards::slug::parse(field, v)?;
+        }
+    }
+    if q.project.is_some() && q.org.is_none() {
+        return Err(ApiError::bad_request("invalid_query", "project needs org"));
+    }
+    let filter = ObjectFilter {
+        org: q.org,
+        project: q.project,
+    };
+    let (objects, last) = st.store.list_objects(&filter, after, limit).await?;
+    let next_after = if objects.len() as i64 == limit {
+        last
+    } else {
+        None
+    };
+    Ok(Json(ObjectPage {
+        objects,
+        next_after,
+    }))
 }

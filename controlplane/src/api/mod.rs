@@ -218,6 +218,7 @@ pub fn router(st: AppState) -> Result<Router, serde_json::Error> {
     Ok(api
         .route("/internal/v1/ingest/{kind}", post(internal::ingest))
         .route("/internal/v1/spend", get(internal::spend))
+        .route("/internal/v1/objects", get(internal::list_objects))
         .route("/internal/v1/snapshots/stream", get(snapshots::stream))
         .route("/internal/v1/gateways/status", post(snapshots::status))
         .route("/healthz", get(crate::admin::healthz))

@@ -21,6 +21,8 @@ pub enum IngestKind {
     CacheHits,
     /// Guardrail blocks.
     GuardrailBlocks,
+    /// Ownership records of provider objects.
+    Objects,
 }
 
 impl IngestKind {
@@ -30,6 +32,7 @@ impl IngestKind {
             "usage" => Some(Self::Usage),
             "cache-hits" => Some(Self::CacheHits),
             "guardrail-blocks" => Some(Self::GuardrailBlocks),
+            "objects" => Some(Self::Objects),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ pub struct InternalSecrets {
     usage: Option<[u8; 32]>,
     cache_hits: Option<[u8; 32]>,
     guardrail_blocks: Option<[u8; 32]>,
+    objects: Option<[u8; 32]>,
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -83,6 +87,10 @@ impl InternalSecrets {
                 cfg.guardrail_blocks_ingest_token.as_ref(),
                 "internal.guardrail_blocks_ingest_token",
             )?,
+            objects: resolve(
+                cfg.objects_ingest_token.as_ref(),
+                "internal.objects_ingest_token",
+            )?,
         })
     }
 
@@ -93,6 +101,12 @@ impl InternalSecrets {
             usage: usage.map(digest),
             ..Self::default()
         }
+    }
+
+    /// The same, with an objects ingest token.
+    pub fn with_objects_token(mut self, token: &str) -> Self {
+        self.objects = Some(digest(token));
+        self
     }
 }
 
@@ -122,6 +136,7 @@ pub fn check_ingest(
         IngestKind::Usage => s.usage.as_ref(),
         IngestKind::CacheHits => s.cache_hits.as_ref(),
         IngestKind::GuardrailBlocks => s.guardrail_blocks.as_ref(),
+        IngestKind::Objects => s.objects.as_ref(),
     };
     let presented = headers
         .get(INGEST_TOKEN_HEADER)
@@ -153,6 +168,17 @@ mod tests {
         assert_eq!(check_ingest(&s, IngestKind::Usage, &h), Ok(()));
         assert_eq!(
             check_ingest(&s, IngestKind::CacheHits, &h),
+            Err(AuthFailure::BadIngestToken)
+        );
+        assert_eq!(
+            check_ingest(&s, IngestKind::Objects, &h),
+            Err(AuthFailure::BadIngestToken)
+        );
+        let s = s.with_objects_token("objects-tok");
+        h.insert(INGEST_TOKEN_HEADER, "objects-tok".parse().unwrap());
+        assert_eq!(check_ingest(&s, IngestKind::Objects, &h), Ok(()));
+        assert_eq!(
+            check_ingest(&s, IngestKind::Usage, &h),
             Err(AuthFailure::BadIngestToken)
         );
     }

@@ -130,6 +130,11 @@ pub struct ControlPlaneSettings {
     /// Token for `POST /internal/v1/ingest/guardrail-blocks`.
     #[serde(default)]
     pub guardrail_blocks_ingest_token: Option<SecretRef>,
+    /// Token for `POST /internal/v1/ingest/objects`: when set, every provider object a
+    /// project creates (or deletes) is reported to the control plane, and ownership is seeded
+    /// from the control plane's records at start and after each reconnect.
+    #[serde(default)]
+    pub objects_ingest_token: Option<SecretRef>,
     /// Batching and spooling of ingested records.
     #[serde(default)]
     pub ingest: super::IngestSettings,

@@ -83,6 +83,9 @@ pub struct Client {
     status: Mutex<GatewayStatus>,
     /// Why the last-known-good file could not be used (kept for `/readyz`'s reason).
     lkg_problem: Mutex<Option<String>>,
+    /// Counts the stream's connections (object ownership re-seeds on each: records made
+    /// elsewhere while this gateway was cut off).
+    connections: tokio::sync::watch::Sender<u64>,
 }
 
 impl Client {
@@ -131,7 +134,13 @@ impl Client {
             auth_header,
             http,
             lkg_problem: Mutex::new(None),
+            connections: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Sees the number of connections of the snapshot stream change on each (re)connect.
+    pub fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connections.subscribe()
     }
 
     /// Loads the last-known-good file, if there is one and it verifies. Blocking: at start,
@@ -287,6 +296,7 @@ impl Client {
         }
         self.metrics.control_plane_connected.set(1);
         tracing::info!(url = %self.settings.url, "snapshot stream connected");
+        self.connections.send_modify(|n| *n += 1);
         let mut reader = sse::Reader::new(MAX_EVENT_BYTES);
         loop {
             let chunk = tokio::select! {

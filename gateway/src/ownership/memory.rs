@@ -30,8 +30,8 @@ impl MemoryOwnership {
         accounts.get(account)?.get(id).cloned()
     }
 
-    /// Records ids (first owner wins).
-    pub fn insert(&self, account: &str, owner: &str, ids: &[String]) {
+    /// Records ids (first owner wins); returns how many were new here.
+    pub fn insert(&self, account: &str, owner: &str, ids: &[String]) -> usize {
         let owner: Arc<str> = Arc::from(owner);
         let mut accounts = self
             .accounts
@@ -41,9 +41,19 @@ impl MemoryOwnership {
             Some(o) => o,
             None => accounts.entry(Arc::from(account)).or_default(),
         };
+        let mut new = 0;
         for id in ids {
-            objects.entry(id.clone()).or_insert_with(|| owner.clone());
+            if !objects.contains_key(id.as_str()) {
+                objects.insert(id.clone(), owner.clone());
+                new += 1;
+            }
         }
+        new
+    }
+
+    /// Whether `id` is recorded here (for any owner).
+    pub fn knows(&self, account: &str, id: &str) -> bool {
+        self.owner_of(account, id).is_some()
     }
 
     /// Removes `id` if `owner` owns it.
@@ -76,6 +86,14 @@ impl MemoryOwnership {
 impl OwnershipStore for MemoryOwnership {
     fn record(&self, account: &str, owner: &str, ids: Vec<String>) {
         self.insert(account, owner, &ids);
+    }
+
+    fn knows(&self, account: &str, id: &str) -> bool {
+        MemoryOwnership::knows(self, account, id)
+    }
+
+    fn seed(&self, account: &str, owner: &str, ids: &[String]) {
+        self.insert(account, owner, ids);
     }
 
     fn forget(&self, account: &str, owner: &str, id: &str) {

@@ -171,6 +171,16 @@ impl OwnershipStore for RedisOwnership {
         });
     }
 
+    fn knows(&self, account: &str, id: &str) -> bool {
+        self.local.knows(account, id)
+    }
+
+    /// Seeds this process's cache only: Redis already holds what other gateways recorded,
+    /// and the control plane's records fill in what a Redis restart may have lost here.
+    fn seed(&self, account: &str, owner: &str, ids: &[String]) {
+        self.local.insert(account, owner, ids);
+    }
+
     fn forget(&self, account: &str, owner: &str, id: &str) {
         self.local.remove(account, owner, id);
         let shared = self.shared.clone();

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use serde_json::Value;
 
-use super::OwnershipStore;
+use super::{object_kind, Ownership, Parties};
 use crate::endpoints::is_object_id;
 
 /// Largest creation response read for ids.
@@ -39,9 +39,10 @@ pub enum Mode {
 
 /// Per-request response tracking, kept in the request context.
 pub struct Tracker {
-    store: Arc<dyn OwnershipStore>,
-    account: String,
-    owner: String,
+    own: Arc<Ownership>,
+    who: Parties,
+    /// The kind of object the endpoint creates (when the response does not say).
+    kind: &'static str,
     mode: Mode,
     readable: bool,
     success: bool,
@@ -53,12 +54,12 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Tracks one response for `owner` in `account`.
-    pub fn new(store: Arc<dyn OwnershipStore>, account: String, owner: String, mode: Mode) -> Self {
+    /// Tracks one response to `who`, from an endpoint creating objects of `kind`.
+    pub fn new(own: Arc<Ownership>, who: Parties, kind: &'static str, mode: Mode) -> Self {
         Self {
-            store,
-            account,
-            owner,
+            own,
+            who,
+            kind,
             mode,
             readable: true,
             success: false,
@@ -103,7 +104,7 @@ impl Tracker {
         match &self.mode {
             Mode::Delete(id) => {
                 if end {
-                    self.store.forget(&self.account, &self.owner, id);
+                    self.own.forget(&self.who, id, self.kind);
                 }
             }
             Mode::List(_) => {
@@ -144,10 +145,13 @@ impl Tracker {
         }
     }
 
-    fn record(&mut self, ids: Vec<String>) {
-        let ids: Vec<String> = ids.into_iter().filter(|i| is_object_id(i)).collect();
-        if !ids.is_empty() {
-            self.store.record(&self.account, &self.owner, ids);
+    fn record(&mut self, objects: Vec<(String, &'static str)>) {
+        let objects: Vec<(String, &'static str)> = objects
+            .into_iter()
+            .filter(|(i, _)| is_object_id(i))
+            .collect();
+        if !objects.is_empty() {
+            self.own.record(&self.who, objects);
         }
         self.recorded = true;
     }
@@ -158,7 +162,7 @@ impl Tracker {
             .flatten();
         let Some(v) = parsed else {
             if matches!(self.mode, Mode::Create) {
-                tracing::warn!(account = %self.account,
+                tracing::warn!(account = %self.who.account,
                     "could not read a creation response: the object stays unowned");
             }
             return;
@@ -166,7 +170,7 @@ impl Tracker {
         let mut ids = Vec::new();
         if matches!(self.mode, Mode::Create) {
             if let Some(id) = v.get("id").and_then(Value::as_str) {
-                ids.push(id.to_owned());
+                ids.push((id.to_owned(), kind_of(&v).unwrap_or(self.kind)));
             }
         }
         nested_ids(&v, &mut ids);
@@ -189,7 +193,7 @@ impl Tracker {
         }
         if let Some(id) = found {
             self.buf = Vec::new();
-            self.record(vec![id]);
+            self.record(vec![(id, "response")]);
         }
     }
 
@@ -204,7 +208,7 @@ impl Tracker {
         let mut v = match parsed {
             Some(v @ Value::Object(_)) if v.get("data").is_some_and(Value::is_array) => v,
             _ => {
-                tracing::warn!(account = %self.account,
+                tracing::warn!(account = %self.who.account,
                     "could not read a list response: answered as an empty list");
                 serde_json::json!({"object": "list", "data": [], "has_more": false, "first_id": null, "last_id": null})
             }
@@ -235,19 +239,32 @@ impl Tracker {
     }
 }
 
+/// The kind an object's own `object` (OpenAI) or `type` (Anthropic) field names.
+fn kind_of(v: &Value) -> Option<&'static str> {
+    ["object", "type"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str).and_then(object_kind))
+}
+
 /// Objects a provider creates on the owner's behalf and names inside another object: a
-/// batch's output and error files, an upload's file, a fine-tuning job's result files.
-fn nested_ids(v: &Value, ids: &mut Vec<String>) {
+/// batch's output and error files, an upload's file, a fine-tuning job's result files (all
+/// files).
+fn nested_ids(v: &Value, ids: &mut Vec<(String, &'static str)>) {
     for key in ["output_file_id", "error_file_id"] {
         if let Some(id) = v.get(key).and_then(Value::as_str) {
-            ids.push(id.to_owned());
+            ids.push((id.to_owned(), "file"));
         }
     }
     if let Some(id) = v.pointer("/file/id").and_then(Value::as_str) {
-        ids.push(id.to_owned());
+        ids.push((id.to_owned(), "file"));
     }
     if let Some(Value::Array(files)) = v.get("result_files") {
-        ids.extend(files.iter().filter_map(Value::as_str).map(str::to_owned));
+        ids.extend(
+            files
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|f| (f.to_owned(), "file")),
+        );
     }
 }
 
@@ -257,12 +274,10 @@ mod tests {
     use crate::ownership::memory::MemoryOwnership;
 
     fn tracker(store: &Arc<MemoryOwnership>, mode: Mode) -> Tracker {
-        Tracker::new(
-            store.clone(),
-            "default/openai".into(),
-            "default/a".into(),
-            mode,
-        )
+        let metrics = crate::ownership::OwnershipMetrics::register(&prometheus::Registry::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let own = Arc::new(Ownership::new(store.clone(), metrics));
+        Tracker::new(own, Parties::new("default", "a", "openai"), "file", mode)
     }
 
     fn head(status: u16, ct: &str) -> ResponseHeader {

@@ -44,7 +44,7 @@ pub struct Gateway {
     /// Rate limits, budgets and usage counting.
     pub gov: Arc<crate::governance::Governor>,
     /// Who owns which provider object (files, batches, stored responses...).
-    pub ownership: Arc<dyn crate::ownership::OwnershipStore>,
+    pub ownership: Arc<crate::ownership::Ownership>,
     /// The response cache.
     pub cache: Arc<crate::cache::ResponseCache>,
     /// Counts and reports what guardrail rules did.

@@ -14,6 +14,7 @@ pub const INTERNAL_SECRET: &str = "test-internal-secret-0123456789";
 pub const USAGE_INGEST_TOKEN: &str = "test-usage-ingest-token-0123456789";
 pub const CACHE_HITS_INGEST_TOKEN: &str = "test-cache-hits-ingest-token-0123456789";
 pub const GUARDRAIL_BLOCKS_INGEST_TOKEN: &str = "test-guardrail-blocks-token-0123456789";
+pub const OBJECTS_INGEST_TOKEN: &str = "test-objects-ingest-token-0123456789";
 
 /// Files shared by a control plane and its gateways.
 #[derive(Clone)]
@@ -25,6 +26,7 @@ pub struct Secrets {
     pub usage_token_file: PathBuf,
     pub cache_hits_token_file: PathBuf,
     pub guardrail_blocks_token_file: PathBuf,
+    pub objects_token_file: PathBuf,
 }
 
 impl Secrets {
@@ -43,6 +45,8 @@ impl Secrets {
         std::fs::write(&cache_hits_token_file, CACHE_HITS_INGEST_TOKEN).unwrap();
         let guardrail_blocks_token_file = dir.join("guardrail-blocks-ingest-token");
         std::fs::write(&guardrail_blocks_token_file, GUARDRAIL_BLOCKS_INGEST_TOKEN).unwrap();
+        let objects_token_file = dir.join("objects-ingest-token");
+        std::fs::write(&objects_token_file, OBJECTS_INGEST_TOKEN).unwrap();
         Self {
             dir,
             secret_file,
@@ -51,6 +55,7 @@ impl Secrets {
             usage_token_file,
             cache_hits_token_file,
             guardrail_blocks_token_file,
+            objects_token_file,
         }
     }
 
@@ -116,6 +121,7 @@ internal:
   usage_ingest_token: "file:{usage}"
   cache_hits_ingest_token: "file:{cache_hits}"
   guardrail_blocks_ingest_token: "file:{blocks}"
+  objects_ingest_token: "file:{objects}"
 snapshots:
   signing_key: "file:{key}"
 "#,
@@ -124,6 +130,7 @@ snapshots:
         usage = secrets.usage_token_file.display(),
         cache_hits = secrets.cache_hits_token_file.display(),
         blocks = secrets.guardrail_blocks_token_file.display(),
+        objects = secrets.objects_token_file.display(),
     );
     let cfg: Config = serde_yaml_ng::from_str(&yaml).unwrap();
     cfg.validate().unwrap();
@@ -280,6 +287,28 @@ impl ControlPlane {
             v["plaintext"].as_str().unwrap().to_owned(),
             v["id"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// The live ownership records, as a gateway seeding from it reads them (every page).
+    pub async fn objects(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/internal/v1/objects?after={after}", self.url))
+                .bearer_auth(INTERNAL_SECRET)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let page: Value = r.json().await.unwrap();
+            out.extend(page["objects"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(a) => after = a,
+                None => return out,
+            }
+        }
     }
 
     /// The version this control plane serves, from `GET /api/v1/gateways`.
