@@ -8,7 +8,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gateway_schema::usage::MAX_BATCH;
@@ -87,6 +87,8 @@ pub async fn spend(
         .await
         .map_err(ApiError::from)?;
     Ok(Json(serde_json::json!({ "projects": projects })))
+}
+
 /// Validates and stores a cache-hit batch: `{"stored": new, "duplicates": already stored}`.
 async fn ingest_cache_hits(
     st: &AppState,
