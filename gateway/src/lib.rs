@@ -13,6 +13,7 @@ pub mod auth;
 pub mod body;
 pub mod body_model;
 pub mod config;
+pub mod connections;
 pub mod control_plane;
 pub mod cost;
 pub mod default_provider;
