@@ -108,4 +108,5 @@ sleep "$SETTLE"
 AFTER=$(rss)
 echo "RSS after ${SETTLE}s: $AFTER MiB"
 python3 -c "r=$AFTER/$BEFORE; print(f'ratio after/before: {r:.2f} (target <= 2.0): ' + ('PASS' if r <= 2.0 else 'FAIL'))"
-grep -c '"level":"ERROR"' "$DIR/gw.log" | xargs echo "ERROR log lines:"
+echo "ERROR log lines: $(grep -c '"level":"ERROR"' "$DIR/gw.log" || true)"
+grep '"level":"ERROR"' "$DIR/gw.log" | cut -c1-300 | sort | uniq -c | sort -rn | head -5 || true

@@ -173,17 +173,18 @@ threads += [threading.Thread(target=idle_pool, daemon=True)]
 for t in threads: t.start()
 keys = ["json", "sse", "401", "413", "slow closed", "idle closed"]
 rows = []
-start = time.time(); minute = 0
+start = time.time()
 print(f"{'min':>4} {'RSS MiB':>8} {'fds':>6} {'gen':>5} " + " ".join(f"{k:>11}" for k in keys) + "  other", flush=True)
-while time.time() < stop:
-    time.sleep(max(0, start + 60 * (minute + 1) - time.time()))
-    minute += 1
+for minute in range(1, max(1, int(duration // 60)) + 1):
+    time.sleep(max(0, start + 60 * minute - time.time()))
     with lock: snap = dict(counts)
     other = {k: v for k, v in snap.items() if k not in keys}
     row = (minute, rss(), fds(), generation(), [snap.get(k, 0) for k in keys], other)
     rows.append(row)
     print(f"{row[0]:>4} {row[1]:>8} {row[2]:>6} {row[3]:>5} " + " ".join(f"{v:>11}" for v in row[4]) + f"  {other}", flush=True)
-errors = sum(1 for l in open(log) if '"level":"ERROR"' in l)
+error_lines = [l for l in open(log) if '"level":"ERROR"' in l]
+errors = len(error_lines)
+by_message = collections.Counter(json.loads(l).get("message", "?")[:120] for l in error_lines)
 print()
 print("| minute | RSS MiB | descriptors | config generation | " + " | ".join(keys) + " | other |")
 print("|---" * (len(keys) + 5) + "|")
@@ -191,6 +192,8 @@ for r in rows:
     print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | " + " | ".join(str(v) for v in r[4]) + f" | {sum(r[5].values()) or 0} |")
 print()
 print(f"ERROR log lines: {errors}; other outcomes (cumulative): {rows[-1][5] if rows else {}}")
+for message, n in by_message.most_common(5):
+    print(f"  {n} x ERROR {message}")
 print(f"gateway_client_timeouts_total: {metric('gateway_client_timeouts_total')}, gateway_connections_refused_total: {metric('gateway_connections_refused_total')}")
 if len(rows) >= 2:
     print(f"RSS first minute -> last minute: {rows[0][1]} -> {rows[-1][1]} MiB; descriptors {rows[0][2]} -> {rows[-1][2]}")

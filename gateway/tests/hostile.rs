@@ -456,3 +456,27 @@ async fn the_upstream_server_header_is_dropped() {
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("server").is_none(), "{:?}", r.headers());
 }
+
+#[tokio::test]
+async fn a_trickling_body_gets_408_at_the_body_timeout_and_is_counted() {
+    let up = MockUpstream::start().await;
+    let extra = "  head_timeout_seconds: 5\n  body_read_timeout_seconds: 1\n";
+    let gw = GatewayProc::start_with(&standard_config(up.addr), extra).await;
+    let mut s = connect(gw.port).await;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {DEMO_KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (text, after) = read_to_close(&mut s, Duration::from_secs(4)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_body_timeout\""), "{text}");
+    assert!(after < Duration::from_millis(2500), "after {after:?}");
+    assert_eq!(up.count(), 0);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "gateway_client_timeouts_total{listener=\"proxy\",phase=\"body\"}"),
+        1.0,
+        "{m}"
+    );
+    no_error_lines(&gw);
+}
