@@ -12,9 +12,11 @@
 # The load is moderate on purpose (a shared machine): about RATE (default 40) requests/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-1800}; RATE=${RATE:-40}; IDLE=${IDLE:-200}; SLOW=${SLOW:-20}
+DURATION=${DURATION:-1800}; RATE=${RATE:-40}; IDLE=${IDLE:-200}; SLOW=${SLOW:-20}; CONNS_FOR_LIMIT=$IDLE
 BIN=${GATEWAY_BIN:-target/release/gateway}
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -p gateway --bin gateway 2>&1 | tail -1
+# (as root the hard limit itself can be raised; elsewhere this keeps the hard limit)
+ulimit -Hn $((CONNS_FOR_LIMIT * 2 + 4096)) 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); ADMIN=$(free_port); UP=$(free_port)

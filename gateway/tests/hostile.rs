@@ -474,7 +474,10 @@ async fn a_trickling_body_gets_408_at_the_body_timeout_and_is_counted() {
     assert_eq!(up.count(), 0);
     let m = gw.metrics().await;
     assert_eq!(
-        metric(&m, "gateway_client_timeouts_total{listener=\"proxy\",phase=\"body\"}"),
+        metric(
+            &m,
+            "gateway_client_timeouts_total{listener=\"proxy\",phase=\"body\"}"
+        ),
         1.0,
         "{m}"
     );
