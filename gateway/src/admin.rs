@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
@@ -32,6 +35,87 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let len = resp.body().len();
     resp.headers_mut().insert("content-length", len.into());
     resp
+}
+
+/// The admin listener's HTTP application: [`AdminApp`]'s answers, with the gateway's own
+/// handling of slow, vanished and malformed clients (Pingora's `HttpServer` logs each one at
+/// ERROR and keeps idle connections 60 s).
+pub struct AdminServer {
+    /// The endpoints.
+    pub app: AdminApp,
+    /// Caps on the request head.
+    pub head_caps: crate::proxy::errors::HeadCaps,
+    /// Seconds a kept-alive connection may stay idle.
+    pub idle_timeout_secs: u64,
+    /// Slow and vanished clients.
+    pub conn_metrics: crate::connections::ConnMetrics,
+}
+
+#[async_trait]
+impl HttpServerApp for AdminServer {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                let answer = crate::proxy::head_error(
+                    &self.head_caps,
+                    &self.conn_metrics,
+                    &self.app.metrics,
+                    "admin",
+                    &e,
+                    http.session_type(),
+                );
+                if let Some((header, body)) = answer {
+                    if let Err(e) = http.write_error_response(*header, body).await {
+                        tracing::debug!(error = %e, "admin: writing an error response failed");
+                    }
+                }
+                return None;
+            }
+        }
+        let resp = match self.head_caps.check(http.req_header()) {
+            Err(reject) => {
+                self.app
+                    .metrics
+                    .rejections
+                    .with_label_values(&[reject.code()])
+                    .inc();
+                http.set_keepalive(None);
+                reply(reject.status(), "application/json", reject.body().to_vec())
+            }
+            Ok(()) => {
+                if *shutdown.borrow() {
+                    http.set_keepalive(None);
+                } else {
+                    http.set_keepalive(Some(self.idle_timeout_secs));
+                }
+                self.app.response(&mut http).await
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let header: ResponseHeader = parts.into();
+        if let Err(e) = http.write_response_header(Box::new(header)).await {
+            tracing::debug!(error = %e, "admin: client went away");
+            return None;
+        }
+        if let Err(e) = http.write_response_body(body.into(), true).await {
+            tracing::debug!(error = %e, "admin: client went away");
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(e) => {
+                tracing::debug!(error = %e, "admin: finishing the response failed");
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]

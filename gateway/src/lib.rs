@@ -15,6 +15,7 @@ pub mod body;
 pub mod body_model;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod control_plane;
 pub mod cost;
 pub mod default_provider;

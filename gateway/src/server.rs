@@ -12,8 +12,9 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminServer};
 use crate::config::GatewayFile;
+use crate::connections::{Guarded, ListenerLimits};
 use crate::drain::{Drainer, ExitBarrier, ExitTask};
 use crate::governance::Governor;
 use crate::limits::redis::RedisLimiter;
@@ -28,6 +29,39 @@ use crate::state::ActiveConfig;
 pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let s = &file.server;
+    let nofile = crate::connections::raise_nofile_limit();
+    let max_connections = s
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(nofile));
+    if let Some(limit) = nofile {
+        let wanted = (max_connections as u64) * 2 + s.admin_max_connections as u64 + 256;
+        if wanted > limit {
+            tracing::warn!(limit, max_connections, "server.max_connections is close to the open-descriptor limit: every proxied request also holds an upstream descriptor");
+        }
+    }
+    tracing::info!(
+        max_connections,
+        admin_max_connections = s.admin_max_connections,
+        max_connections_per_source = ?s.max_connections_per_source,
+        head_timeout_seconds = s.head_timeout_seconds,
+        idle_timeout_seconds = s.idle_timeout_seconds,
+        "connection limits"
+    );
+    let conn_metrics = crate::connections::ConnMetrics::register(metrics.registry())?;
+    let head_caps = crate::proxy::errors::HeadCaps {
+        max_url_bytes: s.max_url_bytes,
+        max_head_bytes: s.max_request_head_bytes,
+        max_headers: s.max_headers,
+    };
+    let listener_limits = |name, max_connections, per_source| ListenerLimits {
+        name,
+        max_connections,
+        max_connections_per_source: per_source,
+        head_timeout: Duration::from_secs(s.head_timeout_seconds),
+        idle_timeout: Duration::from_secs(s.idle_timeout_seconds),
+        max_head_bytes: s.max_request_head_bytes,
+    };
+    let listener = if s.tls.is_some() { "tls" } else { "proxy" };
     if let Some(bundle) = &s.upstream_ca_bundle {
         crate::upstream_tls::install(crate::upstream_tls::load(bundle)?);
     }
@@ -191,9 +225,25 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         ownership,
         cache: Arc::new(cache),
         guardrails: Arc::new(guardrails),
+        head_caps,
+        idle_timeout_secs: s.idle_timeout_seconds,
+        conn_metrics: conn_metrics.clone(),
+        listener,
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut opts = HttpServerOptions::default();
+    // h2c applies to plain listeners only; on TLS, ALPN decides.
+    opts.h2c = s.h2c;
+    opts.h2_idle_timeout = Some(Duration::from_secs(s.idle_timeout_seconds));
+    proxy_app.server_options = Some(opts);
+    let mut proxy = Service::new(
+        "gateway".to_owned(),
+        Guarded::new(
+            proxy_app,
+            listener_limits(listener, max_connections, s.max_connections_per_source),
+            conn_metrics.clone(),
+        ),
+    );
     match &s.tls {
         Some(tls) => {
             let cert = tls
@@ -206,25 +256,25 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             settings.enable_h2();
             proxy.add_tls_with_settings(&s.listen, None, settings);
         }
-        None => {
-            if s.h2c {
-                if let Some(app) = proxy.app_logic_mut() {
-                    let mut opts = HttpServerOptions::default();
-                    opts.h2c = true;
-                    app.server_options = Some(opts);
-                }
-            }
-            proxy.add_tcp(&s.listen);
-        }
+        None => proxy.add_tcp(&s.listen),
     }
 
     let mut admin = Service::new(
         "admin".to_owned(),
-        pingora::apps::http_app::HttpServer::new_app(AdminApp {
-            metrics: metrics.clone(),
-            live: live.clone(),
-            draining: draining.clone(),
-        }),
+        Guarded::new(
+            AdminServer {
+                app: AdminApp {
+                    metrics: metrics.clone(),
+                    live: live.clone(),
+                    draining: draining.clone(),
+                },
+                head_caps,
+                idle_timeout_secs: s.idle_timeout_seconds,
+                conn_metrics: conn_metrics.clone(),
+            },
+            listener_limits("admin", s.admin_max_connections, None),
+            conn_metrics,
+        ),
     );
     admin.threads = Some(1);
     admin.add_tcp(&s.admin_listen);
@@ -302,6 +352,13 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     }
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, threads = s.threads, "gateway starting");
     server.run_forever();
+}
+
+/// Half of the descriptors left after a reserve of 1024 (every proxied request also holds an
+/// upstream descriptor), at least 64 and at most 10,000.
+fn default_max_connections(nofile: Option<u64>) -> usize {
+    let limit = nofile.unwrap_or(1024);
+    (limit.saturating_sub(1024) / 2).clamp(64, 10_000) as usize
 }
 
 /// Sends token and spend charges to Redis in batches; the last batch after the last request.

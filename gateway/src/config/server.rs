@@ -49,6 +49,36 @@ pub struct ServerSettings {
     /// Longest time a client may take to send its request body.
     #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout_seconds: u64,
+    /// Longest time a client may take to send a whole request head, however it trickles
+    /// (every listener; from accept for a connection's first request).
+    #[serde(default = "default_head_timeout")]
+    pub head_timeout_seconds: u64,
+    /// Longest silence between two requests on a kept-alive connection (every listener; for
+    /// HTTP/2, the connection's idle timeout).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// Most client connections open at once on the proxy (or TLS) listener (default: half of
+    /// the descriptor limit less 1024, at most 10,000: every proxied request also holds an
+    /// upstream descriptor). Past it new connections are closed at once.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once on the admin listener: its own budget, so probes and
+    /// scrapes answer while the proxy listener is full.
+    #[serde(default = "default_admin_max_connections")]
+    pub admin_max_connections: usize,
+    /// Most connections open at once from one source IP address on the proxy listener. Off by
+    /// default: clients behind one NAT or load balancer share an address.
+    #[serde(default)]
+    pub max_connections_per_source: Option<usize>,
+    /// Largest request head (request line and headers), in bytes; past it 431.
+    #[serde(default = "default_max_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Longest request target (path and query), in bytes; past it 414.
+    #[serde(default = "default_max_url_bytes")]
+    pub max_url_bytes: usize,
+    /// Most request header fields; past it 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
     /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
@@ -92,6 +122,28 @@ fn default_cache_memory_bytes() -> u64 {
 fn default_max_in_flight() -> u64 {
     4096
 }
+fn default_head_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_admin_max_connections() -> usize {
+    256
+}
+fn default_max_head_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_url_bytes() -> usize {
+    8 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+
+/// Pingora's own ceilings: a head over 1 MiB or with over 256 fields fails its parser.
+const PINGORA_MAX_HEAD_BYTES: usize = 1_048_575;
+const PINGORA_MAX_HEADERS: usize = 256;
 
 fn default_last_known_good() -> PathBuf {
     PathBuf::from("gateway-snapshot.json")
@@ -159,6 +211,14 @@ impl Default for ServerSettings {
             shutdown_grace_seconds: default_grace(),
             h2c: true,
             body_read_timeout_seconds: default_body_read_timeout(),
+            head_timeout_seconds: default_head_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: None,
+            admin_max_connections: default_admin_max_connections(),
+            max_connections_per_source: None,
+            max_request_head_bytes: default_max_head_bytes(),
+            max_url_bytes: default_max_url_bytes(),
+            max_headers: default_max_headers(),
             tls: None,
             watch_config: true,
             work_stealing: false,
@@ -200,6 +260,46 @@ impl ServerSettings {
             return Err((
                 "body_read_timeout_seconds".into(),
                 "must be between 1 and 3600".into(),
+            ));
+        }
+        for (field, v) in [
+            ("head_timeout_seconds", self.head_timeout_seconds),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+        ] {
+            if v == 0 || v > 3600 {
+                return Err((field.into(), "must be between 1 and 3600".into()));
+            }
+        }
+        if self.max_connections == Some(0) || self.admin_max_connections == 0 {
+            let field = if self.admin_max_connections == 0 {
+                "admin_max_connections"
+            } else {
+                "max_connections"
+            };
+            return Err((field.into(), "must be at least 1".into()));
+        }
+        if self.max_connections_per_source == Some(0) {
+            return Err((
+                "max_connections_per_source".into(),
+                "must be at least 1 (omit it for no per-source cap)".into(),
+            ));
+        }
+        if !(1024..=PINGORA_MAX_HEAD_BYTES).contains(&self.max_request_head_bytes) {
+            return Err((
+                "max_request_head_bytes".into(),
+                format!("must be between 1024 and {PINGORA_MAX_HEAD_BYTES}"),
+            ));
+        }
+        if self.max_url_bytes < 256 || self.max_url_bytes > self.max_request_head_bytes {
+            return Err((
+                "max_url_bytes".into(),
+                "must be at least 256 and at most max_request_head_bytes".into(),
+            ));
+        }
+        if self.max_headers == 0 || self.max_headers > PINGORA_MAX_HEADERS {
+            return Err((
+                "max_headers".into(),
+                format!("must be between 1 and {PINGORA_MAX_HEADERS}"),
             ));
         }
         if self.body_memory_budget_bytes == Some(0) {

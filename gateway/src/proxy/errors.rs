@@ -76,6 +76,16 @@ pub enum Reject {
     GuardrailBlocked { rule: std::sync::Arc<str> },
     /// The project has guardrails and the body is compressed, so they cannot read it.
     UnsupportedContentEncoding,
+    /// The request target is longer than `server.max_url_bytes` (414).
+    UriTooLong { limit: usize },
+    /// The request head is larger than `server.max_request_head_bytes` (431).
+    HeadTooLarge { limit: usize },
+    /// The request has more header fields than `server.max_headers` (431).
+    TooManyHeaders { limit: usize },
+    /// The request head is not valid HTTP.
+    InvalidRequestHead,
+    /// The request head did not arrive within `server.head_timeout_seconds`.
+    HeadTimeout,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -87,14 +97,17 @@ impl Reject {
             Self::UnknownPath | Self::ModelNotFound | Self::ObjectNotFound { .. } => 404,
             Self::MissingKey | Self::InvalidKey | Self::RevokedKey | Self::ExpiredKey => 401,
             Self::BodyTooLarge { .. } => 413,
-            Self::BodyTimeout => 408,
+            Self::BodyTimeout | Self::HeadTimeout => 408,
+            Self::UriTooLong { .. } => 414,
+            Self::HeadTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
             Self::InvalidPath
             | Self::BodyRead
             | Self::InvalidJson
             | Self::MissingModel
             | Self::NoDefaultProvider
             | Self::InvalidMultipart
-            | Self::GuardrailBlocked { .. } => 400,
+            | Self::GuardrailBlocked { .. }
+            | Self::InvalidRequestHead => 400,
             Self::UnsupportedContentEncoding => 415,
             Self::ModelNotAllowed
             | Self::ModelNotPriced { .. }
@@ -146,6 +159,11 @@ impl Reject {
             Self::OwnershipUnavailable => "ownership_unavailable",
             Self::GuardrailBlocked { .. } => "guardrail_blocked",
             Self::UnsupportedContentEncoding => "unsupported_content_encoding",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadTooLarge { .. } => "request_header_too_large",
+            Self::TooManyHeaders { .. } => "too_many_headers",
+            Self::InvalidRequestHead => "invalid_request_head",
+            Self::HeadTimeout => "request_head_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -227,6 +245,11 @@ impl Reject {
             Self::OwnershipUnavailable => "Object ownership cannot be checked right now; retry shortly.".into(),
             Self::GuardrailBlocked { rule } => format!("This request was blocked by the project's guardrail rule `{rule}`."),
             Self::UnsupportedContentEncoding => "This project's guardrails read the request text: send the body uncompressed (no content-encoding).".into(),
+            Self::UriTooLong { limit } => format!("The request URL is longer than the limit of {limit} bytes."),
+            Self::HeadTooLarge { limit } => format!("The request headers are larger than the limit of {limit} bytes."),
+            Self::TooManyHeaders { limit } => format!("The request has more than {limit} header fields."),
+            Self::InvalidRequestHead => "The request head is not valid HTTP/1.1.".into(),
+            Self::HeadTimeout => "The request head was not received in time.".into(),
             Self::Internal => "Internal gateway error.".into(),
         }
     }
@@ -282,6 +305,113 @@ impl Reject {
         }
         Ok(())
     }
+}
+
+/// The caps on a request head, checked before anything else looks at the request.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadCaps {
+    /// `server.max_url_bytes`.
+    pub max_url_bytes: usize,
+    /// `server.max_request_head_bytes`.
+    pub max_head_bytes: usize,
+    /// `server.max_headers`.
+    pub max_headers: usize,
+}
+
+impl HeadCaps {
+    /// Checks a parsed head (HTTP/1 heads over the size cap never get this far: the
+    /// connection guard stops them while they are read; HTTP/2 heads are checked here).
+    pub fn check(&self, req: &pingora::http::RequestHeader) -> Result<(), Reject> {
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or(req.uri.path().len(), |pq| pq.as_str().len());
+        if target > self.max_url_bytes {
+            return Err(Reject::UriTooLong {
+                limit: self.max_url_bytes,
+            });
+        }
+        if req.headers.len() > self.max_headers {
+            return Err(Reject::TooManyHeaders {
+                limit: self.max_headers,
+            });
+        }
+        // Request line plus `name: value\r\n` per field, as on the wire.
+        let size = req.method.as_str().len()
+            + target
+            + 12
+            + req
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if size > self.max_head_bytes {
+            return Err(Reject::HeadTooLarge {
+                limit: self.max_head_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a failed request-head read means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadFailure {
+    /// Answer this, then close.
+    Answer(Reject),
+    /// The client was too slow (already counted by the connection guard): answer, close.
+    Timeout,
+    /// The client went away or the connection broke: nothing to answer.
+    Disconnect,
+}
+
+/// Classifies a request-head error from Pingora (its parser, or the connection guard's
+/// verdict carried inside a read error).
+pub fn classify_head_error(e: &pingora::Error, caps: &HeadCaps) -> HeadFailure {
+    use crate::connections::HeadLimit;
+    match HeadLimit::of(e) {
+        Some(HeadLimit::Timeout) => return HeadFailure::Timeout,
+        Some(HeadLimit::UriTooLong) => {
+            return HeadFailure::Answer(Reject::UriTooLong {
+                limit: caps.max_url_bytes,
+            })
+        }
+        Some(HeadLimit::TooLarge) => {
+            return HeadFailure::Answer(Reject::HeadTooLarge {
+                limit: caps.max_head_bytes,
+            })
+        }
+        None => {}
+    }
+    if matches!(e.etype(), pingora::ErrorType::InvalidHTTPHeader) {
+        // httparse's own count limit (Pingora parses at most 256 fields).
+        if e.root_cause().to_string() == "too many headers" {
+            return HeadFailure::Answer(Reject::TooManyHeaders {
+                limit: caps.max_headers,
+            });
+        }
+        return HeadFailure::Answer(Reject::InvalidRequestHead);
+    }
+    HeadFailure::Disconnect
+}
+
+/// The whole response for `reject` when there is no proxy session (head errors): status,
+/// JSON body, `connection: close`, no `server` header.
+pub fn reject_response(reject: &Reject) -> Option<(Box<ResponseHeader>, Bytes)> {
+    let body = reject.body();
+    // Only an invalid status or header could fail; every Reject status is valid.
+    let mut header = ResponseHeader::build(reject.status(), Some(4)).ok()?;
+    header
+        .insert_header("content-type", "application/json")
+        .ok()?;
+    header
+        .insert_header("content-length", body.len().to_string())
+        .ok()?;
+    header
+        .insert_header("x-request-id", crate::request_id::new_id())
+        .ok()?;
+    header.insert_header("connection", "close").ok()?;
+    Some((Box::new(header), body))
 }
 
 /// Writes `reject` as the response. `close` asks for the connection to be closed afterwards

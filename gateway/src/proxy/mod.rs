@@ -49,6 +49,14 @@ pub struct Gateway {
     pub cache: Arc<crate::cache::ResponseCache>,
     /// Counts and reports what guardrail rules did.
     pub guardrails: Arc<crate::guardrails::GuardrailReporter>,
+    /// Caps on the request head (URL, size, field count).
+    pub head_caps: errors::HeadCaps,
+    /// Kept-alive connections close after this many idle seconds.
+    pub idle_timeout_secs: u64,
+    /// Slow and vanished clients.
+    pub conn_metrics: crate::connections::ConnMetrics,
+    /// The listener's label in the metrics (`proxy` or `tls`).
+    pub listener: &'static str,
 }
 
 #[async_trait]
@@ -127,6 +135,21 @@ impl ProxyHttp for Gateway {
         response::fail_to_proxy(self, session, e, ctx).await
     }
 
+    fn request_head_error(
+        &self,
+        e: &pingora::Error,
+        session_type: &str,
+    ) -> Option<(Box<ResponseHeader>, Bytes)> {
+        head_error(
+            &self.head_caps,
+            &self.conn_metrics,
+            &self.metrics,
+            self.listener,
+            e,
+            session_type,
+        )
+    }
+
     async fn logging(
         &self,
         session: &mut Session,
@@ -134,5 +157,50 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) {
         logging::log_request(self, session, e, ctx);
+    }
+}
+
+/// A request head that could not be read: slow and vanished clients are logged at debug
+/// level and counted (never an ERROR line per connection); heads over a cap or malformed get
+/// the JSON error shape. Shared by the proxy and admin listeners.
+pub fn head_error(
+    caps: &errors::HeadCaps,
+    conn_metrics: &crate::connections::ConnMetrics,
+    metrics: &Metrics,
+    listener: &'static str,
+    e: &pingora::Error,
+    session_type: &str,
+) -> Option<(Box<ResponseHeader>, Bytes)> {
+    // The error's text can quote the client's bytes (credentials included): log its type only.
+    let kind = e.etype().as_str();
+    match errors::classify_head_error(e, caps) {
+        errors::HeadFailure::Answer(reject) => {
+            tracing::debug!(
+                listener,
+                session_type,
+                error = kind,
+                code = reject.code(),
+                "request head refused"
+            );
+            metrics.rejections.with_label_values(&[reject.code()]).inc();
+            errors::reject_response(&reject)
+        }
+        errors::HeadFailure::Timeout => {
+            // Counted by the connection guard when it fired.
+            errors::reject_response(&errors::Reject::HeadTimeout)
+        }
+        errors::HeadFailure::Disconnect => {
+            tracing::debug!(
+                listener,
+                session_type,
+                error = kind,
+                "client went away during the request head"
+            );
+            conn_metrics
+                .disconnects
+                .with_label_values(&[listener])
+                .inc();
+            None
+        }
     }
 }

@@ -31,6 +31,20 @@ pub async fn request_filter(
             .get("x-request-id")
             .map(|v| v.as_bytes()),
     );
+    // Kept-alive connections idle out after `server.idle_timeout_seconds` (Pingora's own
+    // default is 60 s); a session already told to close stays closing.
+    if session.as_mut().get_keepalive().is_some() {
+        session.as_mut().set_keepalive(Some(gw.idle_timeout_secs));
+    }
+    if let Err(reject) = gw.head_caps.check(session.req_header()) {
+        gw.metrics
+            .rejections
+            .with_label_values(&[reject.code()])
+            .inc();
+        write_reject(session, &reject, &ctx.request_id, true).await?;
+        ctx.reject = Some(reject);
+        return Ok(true);
+    }
     let cfg = gw.live.load();
     ctx.config = Some(cfg.clone());
     match admit(gw, &cfg, session, ctx).await {
@@ -41,6 +55,12 @@ pub async fn request_filter(
                 .rejections
                 .with_label_values(&[reject.code()])
                 .inc();
+            if reject == Reject::BodyTimeout {
+                gw.conn_metrics
+                    .timeouts
+                    .with_label_values(&[gw.listener, "body"])
+                    .inc();
+            }
             if reject == Reject::Overloaded {
                 let project = ctx.project.map_or("-", |i| &*cfg.projects[i].label);
                 gw.metrics

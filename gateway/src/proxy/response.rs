@@ -13,6 +13,8 @@ use super::Gateway;
 /// Puts the gateway's request id on the response head. A provider's own id (OpenAI and
 /// Anthropic send one; support asks for it) moves to `x-upstream-request-id`.
 pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    // The provider's server software is its business, not the client's.
+    resp.remove_header("server");
     if let Some(upstream_id) = resp.remove_header("x-request-id") {
         if upstream_id.as_bytes() != ctx.request_id.as_bytes() {
             resp.insert_header("x-upstream-request-id", upstream_id)?;

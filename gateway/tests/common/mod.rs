@@ -355,7 +355,18 @@ impl MockUpstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let app = axum::Router::new().fallback(move |req: Request| handle(s.clone(), req));
+        // Like real providers (behind their CDNs), the mock names its server software.
+        let app = axum::Router::new()
+            .fallback(move |req: Request| handle(s.clone(), req))
+            .layer(axum::middleware::map_response(
+                |mut r: Response| async move {
+                    r.headers_mut().insert(
+                        "server",
+                        axum::http::HeaderValue::from_static("mock-provider/1.0"),
+                    );
+                    r
+                },
+            ));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

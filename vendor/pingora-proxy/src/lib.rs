@@ -347,23 +347,20 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
+                // PATCH(ai-gateway): the request head could not be read (a slow or vanished
+                // client, a head over a cap, a malformed head). The application decides what
+                // to answer and how loudly to log: upstream logs every such client at ERROR
+                // and answers a malformed head with an empty 400.
+                let answer = self
+                    .inner
+                    .request_head_error(&e, downstream_session.session_type());
+                if let Some((resp, body)) = answer {
                     downstream_session
-                        .respond_error(400)
+                        .write_error_response(*resp, body)
                         .await
                         .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
+                            debug!("failed to send error response to downstream: {e}");
                         });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
                 }
                 downstream_session.shutdown().await;
                 return None;

@@ -550,6 +550,24 @@ pub trait ProxyHttp {
         false
     }
 
+    /// PATCH(ai-gateway): the request head could not be read or parsed: `error` says why
+    /// (`InvalidHTTPHeader` for a malformed head, else a read error, timeout or closed
+    /// connection). Returns the response to send before closing, if any. The default keeps
+    /// upstream's behaviour: an empty 400 for a malformed head, an ERROR log line otherwise.
+    fn request_head_error(
+        &self,
+        error: &Error,
+        session_type: &str,
+    ) -> Option<(Box<ResponseHeader>, Bytes)> {
+        if matches!(error.etype(), InvalidHTTPHeader) {
+            debug!("Fail to proxy: {error}, downstream session type: {session_type}");
+            Some((Box::new(HttpSession::generate_error(400)), Bytes::new()))
+        } else {
+            error!("Fail to proxy: {error}, downstream session type: {session_type}");
+            None
+        }
+    }
+
     /// A value of true means that the proxy warning log message will be suppressed.
     /// The default value is false.
     ///

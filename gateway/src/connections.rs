@@ -1,0 +1,627 @@
+//! Hostile-client protection for every listener (proxy, TLS, admin), in front of Pingora:
+//!
+//! - a cap on concurrent connections per listener (and optionally per source address):
+//!   past it a new connection is closed at once, before a byte is read;
+//! - a total deadline for each request head, however slowly the client trickles it: from
+//!   accept for the first request, from the first byte for the next ones on a kept-alive
+//!   connection (the idle wait between requests is Pingora's keep-alive timeout, which the
+//!   gateway sets to `server.idle_timeout_seconds`);
+//! - a cap on the request-head size, enforced while the head is read, so an oversized head
+//!   never sits in memory whole.
+//!
+//! Pingora 0.9.1 has no hook for any of this (its `ConnectionFilter` sees an address, not
+//! the connection's end; its read timeout is per read), so [`Guarded`] wraps the listener's
+//! application and hands it a [`GuardedStream`] that watches the bytes of each request head.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// The limits of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// `proxy`, `tls` or `admin` (the `listener` label of the metrics).
+    pub name: &'static str,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one source IP address (`None`: no cap).
+    pub max_connections_per_source: Option<usize>,
+    /// Longest time for a whole request head.
+    pub head_timeout: Duration,
+    /// Longest silence between two requests on a kept-alive connection.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_head_bytes: usize,
+}
+
+/// Metrics of hostile or slow clients, shared by every listener.
+#[derive(Clone)]
+pub struct ConnMetrics {
+    /// Connections closed because the client was too slow, by listener and phase
+    /// (`head`, `idle`, `body`).
+    pub timeouts: IntCounterVec,
+    /// Connections the client dropped in the middle of a request head, by listener.
+    pub disconnects: IntCounterVec,
+    /// Connections refused at accept, by listener and reason (`listener_cap`, `source_cap`).
+    pub refused: IntCounterVec,
+    /// Connections open now, by listener.
+    pub open: IntGaugeVec,
+}
+
+impl ConnMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "gateway_client_timeouts_total",
+                "Client connections closed for slowness, by listener and phase (head, idle, body)",
+            ),
+            &["listener", "phase"],
+        )?;
+        let disconnects = IntCounterVec::new(
+            Opts::new(
+                "gateway_client_disconnects_total",
+                "Clients that went away in the middle of a request head, by listener",
+            ),
+            &["listener"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "gateway_connections_refused_total",
+                "Connections closed at accept, by listener and reason (listener_cap, source_cap)",
+            ),
+            &["listener", "reason"],
+        )?;
+        let open = IntGaugeVec::new(
+            Opts::new(
+                "gateway_connections_open",
+                "Client connections open, by listener",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(timeouts.clone()))?;
+        registry.register(Box::new(disconnects.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(open.clone()))?;
+        Ok(Self {
+            timeouts,
+            disconnects,
+            refused,
+            open,
+        })
+    }
+}
+
+/// Why the guard ended a request head; carried inside the `io::Error` it returns, so the
+/// application's head-error hook can answer with the right status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLimit {
+    /// The head took longer than the head deadline.
+    Timeout,
+    /// The head grew past the size cap while still in the request line (the URL).
+    UriTooLong,
+    /// The head grew past the size cap.
+    TooLarge,
+}
+
+impl fmt::Display for HeadLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "request head deadline reached",
+            Self::UriTooLong => "request line over the head size cap",
+            Self::TooLarge => "request head over the size cap",
+        })
+    }
+}
+
+impl std::error::Error for HeadLimit {}
+
+impl HeadLimit {
+    /// The guard's verdict inside a Pingora error, if that is what ended the head.
+    pub fn of(e: &pingora::Error) -> Option<Self> {
+        let io = e.root_cause().downcast_ref::<io::Error>()?;
+        io.get_ref()?.downcast_ref::<Self>().copied()
+    }
+}
+
+struct Shared {
+    limits: ListenerLimits,
+    metrics: ConnMetrics,
+    open: AtomicUsize,
+    per_source: Option<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A listener's application behind the connection guard.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    shared: Arc<Shared>,
+}
+
+impl<A> Guarded<A> {
+    /// Wraps `inner` with `limits`.
+    pub fn new(inner: A, limits: ListenerLimits, metrics: ConnMetrics) -> Self {
+        metrics.open.with_label_values(&[limits.name]).set(0);
+        let per_source = limits
+            .max_connections_per_source
+            .map(|_| Mutex::new(HashMap::new()));
+        Self {
+            inner: Arc::new(inner),
+            shared: Arc::new(Shared {
+                limits,
+                metrics,
+                open: AtomicUsize::new(0),
+                per_source,
+            }),
+        }
+    }
+
+    /// The wrapped application (to set its options before the service starts).
+    pub fn inner_mut(&mut self) -> Option<&mut A> {
+        Arc::get_mut(&mut self.inner)
+    }
+}
+
+/// One admitted connection; gives its slots back on drop.
+struct Permit {
+    shared: Arc<Shared>,
+    source: Option<IpAddr>,
+    admitted: bool,
+}
+
+impl Permit {
+    fn acquire(shared: &Arc<Shared>, source: Option<IpAddr>) -> Result<Self, &'static str> {
+        let max = shared.limits.max_connections;
+        if shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err("listener_cap");
+        }
+        let mut permit = Self {
+            shared: shared.clone(),
+            source: None,
+            admitted: false,
+        };
+        if let (Some(map), Some(cap), Some(ip)) = (
+            &shared.per_source,
+            shared.limits.max_connections_per_source,
+            source,
+        ) {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= cap {
+                return Err("source_cap"); // `permit` drops and gives the listener slot back
+            }
+            *n += 1;
+            permit.source = Some(ip);
+        }
+        permit.admitted = true;
+        shared
+            .metrics
+            .open
+            .with_label_values(&[shared.limits.name])
+            .inc();
+        Ok(permit)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        if let (Some(map), Some(ip)) = (&self.shared.per_source, self.source) {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        if self.admitted {
+            self.shared
+                .metrics
+                .open
+                .with_label_values(&[self.shared.limits.name])
+                .dec();
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let source = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let permit = match Permit::acquire(&self.shared, source) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.shared
+                    .metrics
+                    .refused
+                    .with_label_values(&[self.shared.limits.name, reason])
+                    .inc();
+                tracing::debug!(
+                    listener = self.shared.limits.name,
+                    reason,
+                    "connection refused"
+                );
+                return None; // dropping the stream closes it
+            }
+        };
+        let guarded: Stream = Box::new(GuardedStream::new(stream, self.shared.clone(), permit));
+        // HTTP apps loop over kept-alive requests themselves and never hand a stream back;
+        // one that did would be closed here rather than re-admitted without a permit.
+        let _ = self.inner.process_new(guarded, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head: the deadline is armed.
+    Head,
+    /// The head is complete: body bytes or the upstream wait; no deadline here (the body
+    /// has its own timeout in the proxy).
+    Body,
+    /// A response has been written; the next byte read starts a new head.
+    AwaitNext,
+    /// HTTP/2 (which frames its own heads; idle is `h2_idle_timeout`): no watching.
+    Off,
+}
+
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// A client connection seen through the guard (see the module docs).
+pub struct GuardedStream {
+    inner: Stream,
+    shared: Arc<Shared>,
+    _permit: Permit,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+    head_bytes: usize,
+    newlines: u8,
+    line_done: bool,
+    /// The first bytes of the connection (to recognise the HTTP/2 preface).
+    prefix: [u8; 14],
+    prefix_len: usize,
+    last_write: Option<Instant>,
+    eof: bool,
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, shared: Arc<Shared>, permit: Permit) -> Self {
+        let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
+            Phase::Off
+        } else {
+            Phase::Head
+        };
+        let deadline = Box::pin(tokio::time::sleep(shared.limits.head_timeout));
+        Self {
+            inner,
+            shared,
+            _permit: permit,
+            phase,
+            deadline,
+            head_bytes: 0,
+            newlines: 0,
+            line_done: false,
+            prefix: [0; 14],
+            prefix_len: 0,
+            last_write: None,
+            eof: false,
+        }
+    }
+
+    fn start_head(&mut self) {
+        self.phase = Phase::Head;
+        self.head_bytes = 0;
+        self.newlines = 0;
+        self.line_done = false;
+        let at = tokio::time::Instant::now() + self.shared.limits.head_timeout;
+        self.deadline.as_mut().reset(at);
+    }
+
+    fn count_timeout(&self, phase: &'static str) {
+        self.shared
+            .metrics
+            .timeouts
+            .with_label_values(&[self.shared.limits.name, phase])
+            .inc();
+        tracing::debug!(
+            listener = self.shared.limits.name,
+            phase,
+            "client too slow: connection closed"
+        );
+    }
+
+    /// Watches `bytes` just read. Returns the verdict when the head broke a cap.
+    fn scan(&mut self, bytes: &[u8]) -> Option<HeadLimit> {
+        let mut rest = bytes;
+        if self.phase == Phase::AwaitNext && !rest.is_empty() {
+            self.start_head();
+        }
+        if self.phase != Phase::Head {
+            return None;
+        }
+        if self.prefix_len < self.prefix.len() {
+            let take = (self.prefix.len() - self.prefix_len).min(rest.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&rest[..take]);
+            self.prefix_len += take;
+            if !H2_PREFACE_START.starts_with(&self.prefix[..self.prefix_len]) {
+                self.prefix_len = self.prefix.len(); // not HTTP/2: stop looking
+            } else if self.prefix_len == self.prefix.len() {
+                self.phase = Phase::Off; // h2c prior knowledge
+                return None;
+            }
+        }
+        let max = self.shared.limits.max_head_bytes;
+        while let Some((&b, tail)) = rest.split_first() {
+            rest = tail;
+            self.head_bytes += 1;
+            if b == b'\n' {
+                self.line_done = true;
+                self.newlines += 1;
+                // An empty line ends the head (CRLF CRLF, or bare LF LF as httparse allows).
+                if self.newlines == 2 {
+                    self.phase = Phase::Body;
+                    return None;
+                }
+            } else if b != b'\r' {
+                self.newlines = 0;
+            }
+            if self.head_bytes > max {
+                return Some(if self.line_done {
+                    HeadLimit::TooLarge
+                } else {
+                    HeadLimit::UriTooLong
+                });
+            }
+        }
+        None
+    }
+}
+
+fn limit_error(limit: HeadLimit) -> io::Error {
+    let kind = match limit {
+        HeadLimit::Timeout => io::ErrorKind::TimedOut,
+        HeadLimit::UriTooLong | HeadLimit::TooLarge => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, limit)
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = &buf.filled()[before..];
+                if filled.is_empty() {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                match this.scan(filled) {
+                    Some(limit) => Poll::Ready(Err(limit_error(limit))),
+                    None => Poll::Ready(Ok(())),
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.phase == Phase::Head && this.deadline.as_mut().poll(cx).is_ready() {
+                    this.count_timeout("head");
+                    return Poll::Ready(Err(limit_error(HeadLimit::Timeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl GuardedStream {
+    fn wrote(&mut self, n: usize, first: &[u8]) {
+        // An interim `100 Continue` is not the response: the body comes next, not a head.
+        if n > 0 && !first.starts_with(b"HTTP/1.1 1") && !first.starts_with(b"HTTP/1.0 1") {
+            self.last_write = Some(Instant::now());
+            if matches!(self.phase, Phase::Head | Phase::Body) {
+                self.phase = Phase::AwaitNext;
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            this.wrote(*n, buf);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &res {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            this.wrote(*n, first);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        // Pingora's keep-alive timeout closes an idle connection without a word; a connection
+        // that ends silent after a response, its client still there, past the idle timeout,
+        // was closed by it.
+        if self.phase == Phase::AwaitNext
+            && !self.eof
+            && self
+                .last_write
+                .is_some_and(|t| t.elapsed() >= self.shared.limits.idle_timeout)
+        {
+            self.count_timeout("idle");
+        }
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
+        self.inner.set_socket_digest(socket_digest);
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    /// Pingora peeks for the HTTP/2 preface before reading anything; a client that sends
+    /// nothing must not hold the connection past the head deadline there either.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.phase != Phase::Head {
+            return self.inner.try_peek(buf).await;
+        }
+        let (inner, deadline) = (&mut self.inner, self.deadline.as_mut());
+        tokio::select! {
+            res = inner.try_peek(buf) => res,
+            () = deadline => {
+                let (listener, phase) = (self.shared.limits.name, "head");
+                self.shared.metrics.timeouts.with_label_values(&[listener, phase]).inc();
+                tracing::debug!(listener, phase, "client too slow: connection closed");
+                Err(limit_error(HeadLimit::Timeout))
+            }
+        }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit; returns the limit in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            tracing::info!(limit = n, "open-descriptor limit raised to the hard limit");
+            Some(n)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
