@@ -1,5 +1,6 @@
 //! OpenAI-style rate-limit headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
 
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 
 /// One limit as a client sees it.
@@ -33,14 +34,31 @@ impl RateHeaders {
 
     /// Adds the headers to a response head.
     pub fn apply(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
-        for (kind, trio) in [("requests", self.requests), ("tokens", self.tokens)] {
+        // Names as static strings and numbers written straight into the header value: no
+        // `format!` per header on every response.
+        let names = [
+            (
+                self.requests,
+                [
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ],
+            ),
+            (
+                self.tokens,
+                [
+                    "x-ratelimit-limit-tokens",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ],
+            ),
+        ];
+        for (trio, [limit, remaining, reset]) in names {
             if let Some(t) = trio {
-                h.insert_header(format!("x-ratelimit-limit-{kind}"), t.limit.to_string())?;
-                h.insert_header(
-                    format!("x-ratelimit-remaining-{kind}"),
-                    t.remaining.to_string(),
-                )?;
-                h.insert_header(format!("x-ratelimit-reset-{kind}"), reset_text(t.reset_ms))?;
+                h.insert_header(limit, HeaderValue::from(t.limit))?;
+                h.insert_header(remaining, HeaderValue::from(t.remaining))?;
+                h.insert_header(reset, reset_text(t.reset_ms))?;
             }
         }
         Ok(())

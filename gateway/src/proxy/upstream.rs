@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use gateway_schema::ProviderKind;
+use http::header::{self, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
@@ -11,25 +12,26 @@ use pingora::{Error, ErrorType};
 use super::ctx::RequestCtx;
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus legacy ones.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Prebuilt names: removing by a `&str` would parse and validate the name on every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 /// Client credentials and client-side account selectors: never forwarded to a provider.
-const CLIENT_CREDENTIALS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "cookie",
-    "openai-organization",
-    "openai-project",
+static CLIENT_CREDENTIALS: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    header::COOKIE,
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
 ];
 
 /// Default `anthropic-version` when the client sent none.
@@ -80,22 +82,18 @@ pub fn upstream_request_filter(
     // Headers named in `Connection` are hop-by-hop too.
     let listed: Vec<String> = req
         .headers
-        .get_all("connection")
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    for name in listed
-        .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
-        req.remove_header(name);
+    for name in &listed {
+        req.remove_header(name.as_str());
     }
-    for name in CLIENT_CREDENTIALS {
-        req.remove_header(*name);
+    for name in HOP_BY_HOP.iter().chain(&CLIENT_CREDENTIALS) {
+        req.remove_header(name);
     }
 
     if let Some(path) = ctx.upstream_path.as_deref() {

@@ -30,6 +30,13 @@ pub fn needs_usage_option(path: &str) -> bool {
 /// `stream_options.include_usage: true` added (other stream options kept). `None` when the
 /// body is not a stream, already asks, or is not a JSON object.
 pub fn with_usage_option(body: &[u8]) -> Option<Bytes> {
+    // Most requests do not stream: a body that never spells `stream` (nor any `\u` escape,
+    // which could spell the key) cannot ask for it, and is spared a second parse.
+    if memchr::memmem::find(body, b"stream").is_none()
+        && memchr::memmem::find(body, b"\\u").is_none()
+    {
+        return None;
+    }
     let fields: StreamFields = serde_json::from_slice(body).ok()?;
     if fields.stream != Some(true)
         || fields.stream_options.and_then(|o| o.include_usage) == Some(true)
@@ -69,6 +76,8 @@ mod tests {
                 .is_none()
         );
         assert!(with_usage_option(b"[]").is_none());
+        // A key spelled with escapes is still read (the quick check looks for `\u`).
+        assert!(with_usage_option(br#"{"model":"m","str\u0065am":true}"#).is_some());
         assert!(needs_usage_option("/v1/chat/completions"));
         assert!(needs_usage_option("/openai/v1/completions"));
         assert!(!needs_usage_option("/v1/embeddings"));

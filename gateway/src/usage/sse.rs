@@ -58,7 +58,7 @@ impl SseParser {
         self.buf.extend_from_slice(input);
         loop {
             let rest = &self.buf[self.scanned..];
-            let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
                 break;
             };
             let term = if rest[i] == b'\r' {
