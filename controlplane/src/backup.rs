@@ -12,8 +12,7 @@ use sqlx::FromRow;
 
 use crate::store::{
     now_millis, AuditRecord, Backend, CacheHitRow, GuardrailBlockRow, KeyRow, OrgRow, PolicyRow,
-    ProjectRow, ProviderObjectRow,
-    ProviderRow, RouteRow, Store, StoreError,
+    ProjectRow, ProviderObjectRow, ProviderRow, RouteRow, Store, StoreError,
 };
 
 /// The format marker.

@@ -904,13 +904,19 @@ async fn redis_stopped_mid_run_fails_open_to_this_gateways_own_counters() {
     assert_eq!(gw.logs().matches("Redis limiter unavailable").count(), 1);
 }
 
-#[tokio::test]
-async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_and_are_stored_once()
-{
-    let up = MockUpstream::start().await;
-    let secrets = cp::Secrets::new();
-    let mut cp = cp::ControlPlane::start(&secrets).await;
-    cp.seed_org("acme", "openai", up.addr).await;
+/// A control plane with org `acme` (an OpenAI provider on `upstream`) and project `billed`,
+/// a key of that project, and a gateway streaming from it that reports usage with this
+/// `flush_ms` and `batch_size` (its spool and last-known-good file named after `tag`); returns
+/// once the key works (`/v1/models`: answered by the gateway itself, no usage record).
+async fn billed_gateway(
+    upstream: std::net::SocketAddr,
+    secrets: &cp::Secrets,
+    tag: &str,
+    flush_ms: u64,
+    batch_size: u64,
+) -> (cp::ControlPlane, String, GatewayProc) {
+    let cp = cp::ControlPlane::start(secrets).await;
+    cp.seed_org("acme", "openai", upstream).await;
     cp.post(
         "/api/v1/orgs/acme/projects",
         serde_json::json!({"slug": "billed"}),
@@ -919,13 +925,11 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
     let (key, _) = cp.mint("acme", "billed").await;
     let d = secrets.dir.display();
     let server_extra = format!(
-        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{d}/internal-secret\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/ingest-lkg.json\"\n    usage_ingest_token: \"file:{d}/usage-ingest-token\"\n    ingest:\n      spool_dir: \"{d}/spool\"\n      flush_ms: 100\n      batch_size: 100\n",
+        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{d}/internal-secret\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/{tag}-lkg.json\"\n    usage_ingest_token: \"file:{d}/usage-ingest-token\"\n    ingest:\n      spool_dir: \"{d}/{tag}-spool\"\n      flush_ms: {flush_ms}\n      batch_size: {batch_size}\n",
         url = cp.url,
         pubkey = secrets.pub_file.display(),
     );
-    let mut gw = GatewayProc::launch("", &server_extra, &[], true).await;
-    // The key works once the snapshot is applied (`/v1/models` is answered by the gateway
-    // itself: no usage record).
+    let gw = GatewayProc::launch("", &server_extra, &[], true).await;
     cp::eventually(Duration::from_secs(5), "the key works", || async {
         client()
             .get(gw.url("/v1/models"))
@@ -935,6 +939,15 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    (cp, key, gw)
+}
+
+#[tokio::test]
+async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_and_are_stored_once()
+{
+    let up = MockUpstream::start().await;
+    let secrets = cp::Secrets::new();
+    let (mut cp, key, mut gw) = billed_gateway(up.addr, &secrets, "ingest", 100, 100).await;
 
     cp.stop().await;
     // 1,000 requests, 20 at a time, while the control plane is down.
@@ -1038,31 +1051,8 @@ async fn a_thousand_requests_while_the_control_plane_is_down_survive_a_restart_a
 async fn sigterm_delivers_the_usage_still_in_memory_before_the_process_exits() {
     let up = MockUpstream::start().await;
     let secrets = cp::Secrets::new();
-    let cp = cp::ControlPlane::start(&secrets).await;
-    cp.seed_org("acme", "openai", up.addr).await;
-    cp.post(
-        "/api/v1/orgs/acme/projects",
-        serde_json::json!({"slug": "billed"}),
-    )
-    .await;
-    let (key, _) = cp.mint("acme", "billed").await;
-    let d = secrets.dir.display();
     // A flush interval far beyond the test: records stay in memory until the exit.
-    let server_extra = format!(
-        "  control_plane:\n    url: \"{url}\"\n    internal_secret: \"file:{d}/internal-secret\"\n    public_key: \"file:{pubkey}\"\n    last_known_good: \"{d}/term-lkg.json\"\n    usage_ingest_token: \"file:{d}/usage-ingest-token\"\n    ingest:\n      spool_dir: \"{d}/term-spool\"\n      flush_ms: 60000\n      batch_size: 500\n",
-        url = cp.url,
-        pubkey = secrets.pub_file.display(),
-    );
-    let mut gw = GatewayProc::launch("", &server_extra, &[], true).await;
-    cp::eventually(Duration::from_secs(5), "the key works", || async {
-        client()
-            .get(gw.url("/v1/models"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let (cp, key, mut gw) = billed_gateway(up.addr, &secrets, "term", 60_000, 500).await;
     for i in 0..30 {
         let r = client()
             .post(gw.url("/v1/chat/completions"))

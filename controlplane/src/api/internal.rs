@@ -89,100 +89,98 @@ pub async fn spend(
     Ok(Json(serde_json::json!({ "projects": projects })))
 }
 
-/// Validates and stores a cache-hit batch: `{"stored": new, "duplicates": already stored}`.
+/// A batch of `what` records from `body`: 400 `invalid_body` when it does not parse,
+/// `batch_too_large` past `max` records, `invalid_record` naming the first bad field.
+fn parse_batch<B, R, E>(
+    body: &[u8],
+    what: &str,
+    max: usize,
+    records: impl FnOnce(&B) -> &[R],
+    validate: impl Fn(&R) -> Result<(), E>,
+) -> Result<B, ApiError>
+where
+    B: serde::de::DeserializeOwned,
+    E: std::fmt::Display,
+{
+    let batch: B = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("not a valid {what} batch: {e}"))
+    })?;
+    let list = records(&batch);
+    if list.len() > max {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("at most {max} records per batch"),
+        ));
+    }
+    for (i, r) in list.iter().enumerate() {
+        validate(r).map_err(|field| {
+            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
+        })?;
+    }
+    Ok(batch)
+}
+
+/// `{"stored": new, "duplicates": already stored}` for a batch of `total` records.
+fn stored_reply(total: usize, stored: u64) -> Json<serde_json::Value> {
+    let duplicates = (total as u64).saturating_sub(stored);
+    Json(serde_json::json!({"stored": stored, "duplicates": duplicates}))
+}
+
+/// Validates and stores a cache-hit batch.
 async fn ingest_cache_hits(
     st: &AppState,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let batch: CacheHitBatch = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("not a cache-hit batch: {e}"))
-    })?;
-    if batch.records.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!("at most {MAX_BATCH} records per batch"),
-        ));
-    }
-    for (i, r) in batch.records.iter().enumerate() {
-        r.validate().map_err(|field| {
-            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
-        })?;
-    }
+    let batch: CacheHitBatch = parse_batch(
+        body,
+        "cache-hit",
+        MAX_BATCH,
+        |b: &CacheHitBatch| &b.records[..],
+        |r| r.validate(),
+    )?;
     let stored = st.store.insert_cache_hits(&batch.records).await?;
-    let duplicates = batch.records.len() as u64 - stored;
-    Ok(Json(
-        serde_json::json!({"stored": stored, "duplicates": duplicates}),
-    ))
+    Ok(stored_reply(batch.records.len(), stored))
 }
 
-/// Validates and stores a usage batch: `{"stored": new, "duplicates": already stored}`.
+/// Validates and stores a usage batch.
 async fn ingest_usage(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
-    let batch: UsageBatch = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("not a usage batch: {e}")))?;
-    if batch.records.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!("at most {MAX_BATCH} records per batch"),
-        ));
-    }
-    for (i, r) in batch.records.iter().enumerate() {
-        r.validate().map_err(|field| {
-            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
-        })?;
-    }
+    let batch: UsageBatch = parse_batch(
+        body,
+        "usage",
+        MAX_BATCH,
+        |b: &UsageBatch| &b.records[..],
+        |r| r.validate(),
+    )?;
     let stored = st.store.insert_usage(&batch.records).await?;
-    let duplicates = batch.records.len() as u64 - stored;
-    Ok(Json(
-        serde_json::json!({"stored": stored, "duplicates": duplicates}),
-    ))
+    Ok(stored_reply(batch.records.len(), stored))
 }
 
-/// Validates and stores a guardrail-block batch: `{"stored": new, "duplicates": already
-/// stored}`.
+/// Validates and stores a guardrail-block batch.
 async fn ingest_guardrail_blocks(
     st: &AppState,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let batch: GuardrailBlockBatch = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("not a guardrail-block batch: {e}"))
-    })?;
-    if batch.records.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!("at most {MAX_BATCH} records per batch"),
-        ));
-    }
-    for (i, r) in batch.records.iter().enumerate() {
-        r.validate().map_err(|field| {
-            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
-        })?;
-    }
+    let batch: GuardrailBlockBatch = parse_batch(
+        body,
+        "guardrail-block",
+        MAX_BATCH,
+        |b: &GuardrailBlockBatch| &b.records[..],
+        |r| r.validate(),
+    )?;
     let stored = st.store.insert_guardrail_blocks(&batch.records).await?;
-    let duplicates = batch.records.len() as u64 - stored;
-    Ok(Json(
-        serde_json::json!({"stored": stored, "duplicates": duplicates}),
-    ))
+    Ok(stored_reply(batch.records.len(), stored))
 }
 
 /// Validates and stores a batch of ownership records: `{"stored": changed, "duplicates":
 /// already reflected}`.
 async fn ingest_objects(st: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
-    let batch: ObjectBatch = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("not an object batch: {e}")))?;
-    if batch.records.len() > gateway_schema::objects::MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!(
-                "at most {} records per batch",
-                gateway_schema::objects::MAX_BATCH
-            ),
-        ));
-    }
-    for (i, r) in batch.records.iter().enumerate() {
-        r.validate().map_err(|field| {
-            ApiError::bad_request("invalid_record", format!("records[{i}].{field} is invalid"))
-        })?;
-    }
+    let batch: ObjectBatch = parse_batch(
+        body,
+        "object",
+        gateway_schema::objects::MAX_BATCH,
+        |b: &ObjectBatch| &b.records[..],
+        |r| r.validate(),
+    )?;
     let n = st.store.insert_objects(&batch.records).await?;
     Ok(Json(
         serde_json::json!({"stored": n.stored, "duplicates": n.duplicates}),
