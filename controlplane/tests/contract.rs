@@ -125,6 +125,29 @@ async fn body_errors_are_json_400_and_415() {
     assert_eq!(st, 400, "{text}");
     assert_error_shape(&text, "invalid_body");
 
+    // A JSON array is not an object, even where every field is optional (serde alone would
+    // read `[null, null]` as a struct of two nulls).
+    for (method, path) in [
+        ("PUT", "/api/v1/orgs/acme/projects/web"),
+        ("PUT", "/api/v1/orgs/acme/policies/open"),
+        ("POST", "/api/v1/orgs/acme/projects/web/keys"),
+    ] {
+        let (st, text) = raw(
+            env.server.addr,
+            &request(
+                method,
+                path,
+                &admin,
+                "Content-Type: application/json\r\n",
+                "[null, null]",
+            ),
+        )
+        .await;
+        assert_eq!(st, 400, "{method} {path}: {text}");
+        assert_error_shape(&text, "invalid_body");
+        assert!(text.contains("must be a JSON object"), "{text}");
+    }
+
     let (st, text) = raw(
         env.server.addr,
         &request(

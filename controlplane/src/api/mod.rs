@@ -15,7 +15,6 @@ pub mod routes;
 pub mod snapshots;
 pub mod usage;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -33,23 +32,54 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::Page;
 
-/// A JSON body whose rejections are API errors (400 `invalid_body`, 415).
+/// A JSON body whose rejections are API errors (400 `invalid_body`, 415). Every body of this
+/// API is a JSON object: anything else is refused before it is read into `T` (serde would
+/// otherwise accept an array such as `[null, null]` as a struct of optional fields).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as application/json",
-            )),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b != b'{') {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => Ok(Self(v)),
             Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
+}
+
+/// `application/json` or `application/*+json`, as axum's own `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// A query string whose rejections are API errors (400 `invalid_query`), not axum's
