@@ -115,6 +115,11 @@ providers:
 routes:
   - model: "bench-model"
     provider: mock
+# A budgeted project is only admitted to priced models (403 model_not_priced otherwise).
+prices:
+  - model: "bench-model"
+    input_per_mtok: 2500000
+    output_per_mtok: 10000000
 projects:
   - slug: bench
 $3
