@@ -64,7 +64,8 @@ pub struct RequestCtx {
     pub reject: Option<Reject>,
     /// This request's share of the body-memory budget (released when the context drops).
     pub body_reservation: Option<crate::overload::budget::Reservation>,
-    /// This request's in-flight slot in its project (released when the context drops).
+    /// This request's in-flight slot in its project (released at the response's end of
+    /// stream, or when the context drops if the response never ends).
     pub project_slot: Option<crate::overload::concurrency::Slot>,
     /// Limits, budget and usage metering of an admitted request.
     pub gov: Option<crate::governance::RequestGov>,

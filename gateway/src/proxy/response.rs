@@ -46,6 +46,13 @@ pub fn response_body_filter(body: &mut Option<Bytes>, end_of_stream: bool, ctx: 
     if let Some(b) = body {
         ctx.response_bytes += b.len();
     }
+    if end_of_stream {
+        // The project's in-flight slot frees before the response's last bytes are written
+        // (this filter runs just before that write), not when the context drops after the
+        // logging phase: a client that sends its next request the moment a response ends
+        // must not find its own finished request still counted against `max_in_flight`.
+        ctx.project_slot = None;
+    }
 }
 
 /// Classifies a proxy failure.
