@@ -83,6 +83,14 @@ def warm(n):
 warm(2000)
 time.sleep(2)
 before = rss()
+def allocator():
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    except Exception:
+        return ""
+    figures = {l.split('"')[1]: int(l.split()[-1]) for l in text.splitlines() if l.startswith("gateway_allocator_bytes")}
+    return ", ".join(f"{k} {v / 1048576:.1f}" for k, v in figures.items())
+alloc_before = allocator()
 socks = []
 head = b"GET /v1/models HTTP/1.1\r\nhost: storm\r\nx-padding: " + b"a" * 200 + b"\r\n"
 t0 = time.time()
@@ -100,7 +108,7 @@ for s in socks:
     s.close()
 socks = None
 print(f"storm: {conns} connections opened in {opened:.1f} s; /healthz during the storm: {healthz}")
-print(f"RSS before: {before} MiB")
+print(f"RSS before: {before} MiB" + (f" (allocator MiB: {alloc_before})" if alloc_before else ""))
 print(f"RSS peak:   {peak} MiB")
 sys.stdout.flush()
 open(sys.argv[7], "w").write(str(before))
@@ -109,6 +117,10 @@ BEFORE=$(cat "$DIR/before")
 sleep "$SETTLE"
 AFTER=$(rss)
 echo "RSS after ${SETTLE}s: $AFTER MiB"
+# The allocator's own view (jemalloc builds): live bytes vs pages it keeps resident, so a
+# leak (allocated grew) can be told from fragmentation or bookkeeping (resident/metadata grew).
+curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk '/^gateway_allocator_bytes/ {
+  sub(/.*kind="/, ""); split($0, a, "\"} "); printf "allocator %-9s %7.1f MiB\n", a[1], a[2] / 1048576 }' || true
 python3 -c "r=$AFTER/$BEFORE; print(f'ratio after/before: {r:.2f} (target <= 2.0): ' + ('PASS' if r <= 2.0 else 'FAIL'))"
 echo "ERROR log lines: $(grep -c '"level":"ERROR"' "$DIR/gw.log" || true)"
 grep '"level":"ERROR"' "$DIR/gw.log" | cut -c1-300 | sort | uniq -c | sort -rn | head -5 || true

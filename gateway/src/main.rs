@@ -154,6 +154,23 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static MALLOC_CONF: MallocConf =
     MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
+/// jemalloc's figures for `gateway_allocator_bytes` (refreshed first: jemalloc caches its
+/// statistics until the epoch advances).
+#[cfg(feature = "jemalloc")]
+fn jemalloc_stats() -> Option<gateway::metrics::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let read = |r: tikv_jemalloc_ctl::Result<usize>| r.ok().map(|n| n as u64);
+    Some(gateway::metrics::AllocatorStats {
+        allocated: read(stats::allocated::read())?,
+        active: read(stats::active::read())?,
+        resident: read(stats::resident::read())?,
+        mapped: read(stats::mapped::read())?,
+        retained: read(stats::retained::read())?,
+        metadata: read(stats::metadata::read())?,
+    })
+}
+
 /// jemalloc's `const char *malloc_conf`.
 #[cfg(feature = "jemalloc")]
 #[repr(transparent)]
@@ -163,9 +180,30 @@ pub struct MallocConf(*const std::ffi::c_char);
 #[cfg(feature = "jemalloc")]
 unsafe impl Sync for MallocConf {}
 
+/// Pingora's upstream connector logs one ERROR line, "failed to acquire reusable stream", when
+/// a pooled upstream connection is still held by its idle watcher at the moment a request wants
+/// it (a race inside `pingora_core::connectors`); the request then opens a new connection and
+/// succeeds. Under steady load that is one line every few dozen requests, burying real errors,
+/// so the module is silenced unless `GATEWAY_LOG` names it (it logs nothing else above debug
+/// but a WARN for the same recoverable case: data on an idle pooled connection).
+const QUIET_MODULES: &str = "pingora_core::connectors=off";
+
+/// The log filter: `GATEWAY_LOG` (an env-filter, default `info`) plus [`QUIET_MODULES`] unless
+/// it already mentions them.
+fn log_filter(from_env: Option<&str>) -> String {
+    let base = from_env.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    if base.contains("pingora_core") {
+        base.to_owned()
+    } else {
+        format!("{base},{QUIET_MODULES}")
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = std::env::var("GATEWAY_LOG").ok();
+    let filter = EnvFilter::try_new(log_filter(from_env.as_deref()))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(None)));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -176,6 +214,8 @@ fn init_logging() {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "jemalloc")]
+    gateway::metrics::set_allocator_stats(jemalloc_stats);
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -233,5 +273,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", gateway::mint::mint(&project)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_race_is_quiet_unless_the_operator_asks_for_pingora_core() {
+        assert_eq!(log_filter(None), "info,pingora_core::connectors=off");
+        assert_eq!(log_filter(Some(" ")), "info,pingora_core::connectors=off");
+        assert_eq!(log_filter(Some("warn")), "warn,pingora_core::connectors=off");
+        assert_eq!(
+            log_filter(Some("debug,pingora_core=debug")),
+            "debug,pingora_core=debug"
+        );
+        assert!(tracing_subscriber::EnvFilter::try_new(log_filter(Some("gateway=debug"))).is_ok());
     }
 }

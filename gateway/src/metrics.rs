@@ -50,6 +50,38 @@ pub struct Metrics {
     pub project_in_flight: prometheus::IntGaugeVec,
     /// Unix milliseconds of the last confirmation; 0 = never (age then reads -1).
     pub snapshot_confirmed_ms: std::sync::atomic::AtomicU64,
+    /// The allocator's own figures by kind (set when metrics are scraped; only when the
+    /// binary registered a reader with [`set_allocator_stats`]).
+    pub allocator_bytes: prometheus::IntGaugeVec,
+}
+
+/// The global allocator's figures, in bytes (jemalloc's `stats.*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes the program holds (live allocations).
+    pub allocated: u64,
+    /// Bytes in pages that hold live allocations (`allocated` plus their pages' slack).
+    pub active: u64,
+    /// Bytes of the allocator's pages resident in memory: what it adds to RSS.
+    pub resident: u64,
+    /// Bytes mapped by the allocator (resident or not).
+    pub mapped: u64,
+    /// Bytes kept mapped but returned to the system (not resident; reused before new maps).
+    pub retained: u64,
+    /// Bytes of the allocator's own bookkeeping.
+    pub metadata: u64,
+}
+
+/// Reads the allocator's figures; `None` when they cannot be read.
+pub type AllocatorStatsReader = fn() -> Option<AllocatorStats>;
+
+static ALLOCATOR_STATS: std::sync::OnceLock<AllocatorStatsReader> = std::sync::OnceLock::new();
+
+/// Registers how to read the global allocator's figures. The binary calls this when it installs
+/// jemalloc; the library cannot know which allocator its host uses (the tests use the system
+/// one), so without a reader `gateway_allocator_bytes` is not exported. Later calls are ignored.
+pub fn set_allocator_stats(reader: AllocatorStatsReader) {
+    let _ = ALLOCATOR_STATS.set(reader);
 }
 
 /// Metric registration failed: only on a programming error (duplicate names).
@@ -145,6 +177,17 @@ impl Metrics {
         registry.register(Box::new(body_budget_used.clone()))?;
         registry.register(Box::new(body_budget_limit.clone()))?;
         registry.register(Box::new(project_in_flight.clone()))?;
+        let allocator_bytes = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "gateway_allocator_bytes",
+                "The memory allocator's figures by kind (allocated, active, resident, mapped, \
+                 retained, metadata), read at scrape time",
+            ),
+            &["kind"],
+        )?;
+        if ALLOCATOR_STATS.get().is_some() {
+            registry.register(Box::new(allocator_bytes.clone()))?;
+        }
         registry.register(Box::new(snapshot_version.clone()))?;
         registry.register(Box::new(snapshot_age_seconds.clone()))?;
         registry.register(Box::new(control_plane_connected.clone()))?;
@@ -177,6 +220,7 @@ impl Metrics {
             body_budget_used,
             body_budget_limit,
             project_in_flight,
+            allocator_bytes,
             snapshot_confirmed_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -197,6 +241,20 @@ impl Metrics {
             unix_millis().saturating_sub(confirmed) as f64 / 1000.0
         };
         self.snapshot_age_seconds.set(age);
+        if let Some(stats) = ALLOCATOR_STATS.get().and_then(|read| read()) {
+            for (kind, bytes) in [
+                ("allocated", stats.allocated),
+                ("active", stats.active),
+                ("resident", stats.resident),
+                ("mapped", stats.mapped),
+                ("retained", stats.retained),
+                ("metadata", stats.metadata),
+            ] {
+                self.allocator_bytes
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -209,4 +267,32 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_figures_are_exported_once_a_reader_is_registered() {
+        fn fake() -> Option<AllocatorStats> {
+            Some(AllocatorStats {
+                allocated: 1,
+                active: 2,
+                resident: 3,
+                mapped: 4,
+                retained: 5,
+                metadata: 6,
+            })
+        }
+        set_allocator_stats(fake);
+        let text = String::from_utf8(Metrics::new().unwrap().render()).unwrap();
+        for line in [
+            "gateway_allocator_bytes{kind=\"allocated\"} 1",
+            "gateway_allocator_bytes{kind=\"resident\"} 3",
+            "gateway_allocator_bytes{kind=\"metadata\"} 6",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
 }
