@@ -17,6 +17,10 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-"1 16 64"}
+# Another gateway binary, e.g. one built without jemalloc for an allocator A/B:
+#   cargo build --release -p gateway --bin gateway --no-default-features --target-dir target/sysalloc
+#   GATEWAY_BIN=target/sysalloc/release/gateway SKIP_BUILD=1 benches/load.sh
+GATEWAY_BIN=${GATEWAY_BIN:-./target/release/gateway}
 OUT=benches/out
 rm -rf "$OUT"; mkdir -p "$OUT"
 
@@ -162,11 +166,11 @@ trap cleanup EXIT
 nginx -c "$PWD/$OUT/mock/nginx.conf" -p "$PWD/$OUT/mock" & pids+=($!)
 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" & pids+=($!)
 ./target/release/examples/bare_pingora "127.0.0.1:$BARE_PORT" "127.0.0.1:$MOCK_PORT" "$WORKERS" > "$OUT/bare.log" 2>&1 & pids+=($!)
-BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway.yaml" > "$OUT/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
-BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway-limits.yaml" > "$OUT/gateway-limits.log" 2>&1 & pids+=($!)
+BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn "$GATEWAY_BIN" run --config "$OUT/gateway.yaml" > "$OUT/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
+BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn "$GATEWAY_BIN" run --config "$OUT/gateway-limits.yaml" > "$OUT/gateway-limits.log" 2>&1 & pids+=($!)
 GW_TARGETS="gateway gw_limits"
 if [ $HAVE_REDIS = 1 ]; then
-  BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn ./target/release/gateway run --config "$OUT/gateway-redis.yaml" > "$OUT/gateway-redis.log" 2>&1 & pids+=($!)
+  BENCH_PROVIDER_KEY=sk-bench GATEWAY_LOG=warn "$GATEWAY_BIN" run --config "$OUT/gateway-redis.yaml" > "$OUT/gateway-redis.log" 2>&1 & pids+=($!)
   GW_TARGETS="$GW_TARGETS gw_redis"
 fi
 for admin in $GW_ADMIN $GWL_ADMIN $([ $HAVE_REDIS = 1 ] && echo $GWR_ADMIN); do
