@@ -132,10 +132,19 @@ pub struct ServerConfig {
     /// Seconds a client has for the TLS handshake and for sending a complete request head.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive HTTP/1 connection may stay silent between requests.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
 }
+
+/// The longest head deadline or idle timeout accepted (an hour, as on the gateway).
+const MAX_CONNECTION_TIMEOUT_SECS: u64 = 3600;
 
 fn default_header_read_timeout() -> u64 {
     10
+}
+fn default_idle_timeout() -> u64 {
+    60
 }
 
 /// TLS certificate and key for the API port.
@@ -174,6 +183,7 @@ impl Default for ServerConfig {
             served_over_tls: false,
             shutdown_grace_secs: default_shutdown_grace(),
             header_read_timeout_secs: default_header_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
         }
     }
 }
@@ -501,11 +511,20 @@ impl Config {
                 });
             }
         }
-        if self.server.header_read_timeout_secs == 0 {
-            return Err(ConfigError::Invalid {
-                field: "server.header_read_timeout_secs",
-                reason: "must be positive".into(),
-            });
+        // Bounded above too: a deadline is an instant plus this, which must not overflow.
+        for (field, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if secs == 0 || secs > MAX_CONNECTION_TIMEOUT_SECS {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("must be between 1 and {MAX_CONNECTION_TIMEOUT_SECS}"),
+                });
+            }
         }
         if self.guards.body_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
@@ -571,6 +590,21 @@ mod tests {
         assert!(cfg("https://idp.example.com").validate().is_ok());
         assert!(cfg("http://127.0.0.1:8080").validate().is_ok());
         assert!(cfg("http://localhost:8080").validate().is_ok());
+    }
+
+    #[test]
+    fn connection_timeouts_must_be_between_one_second_and_an_hour() {
+        let cfg = |field: &str, secs: u64| -> Config {
+            serde_yaml_ng::from_str(&format!("server:\n  {field}: {secs}\n")).unwrap()
+        };
+        for field in ["header_read_timeout_secs", "idle_timeout_secs"] {
+            assert!(cfg(field, 0).validate().is_err(), "{field}: 0");
+            assert!(cfg(field, 3601).validate().is_err(), "{field}: 3601");
+            assert!(cfg(field, 3600).validate().is_ok(), "{field}: 3600");
+            assert!(cfg(field, 1).validate().is_ok(), "{field}: 1");
+        }
+        assert_eq!(ServerConfig::default().idle_timeout_secs, 60);
+        assert_eq!(ServerConfig::default().header_read_timeout_secs, 10);
     }
 
     #[test]

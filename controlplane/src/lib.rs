@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod guards;
 pub mod headers;
@@ -28,11 +29,14 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::net::TcpListener;
 
 use auth::internal::InternalSecrets;
 use auth::Authenticator;
 use config::{Config, ConfigError};
+use connections::{Listener, Watched};
 use guards::rate_limit::RateLimiter;
 use metrics::Metrics;
 use state::AppState;
@@ -144,24 +148,6 @@ pub fn app(st: AppState) -> Result<axum::Router, RunError> {
         .layer(from_fn_with_state(st, headers::edge)))
 }
 
-/// A plain-HTTP server on `listener` that closes a connection whose request head is not
-/// complete within `head_timeout`. hyper starts that timer whenever it waits for a head, so an
-/// idle keep-alive connection is closed after the same time.
-fn plain_server(
-    listener: std::net::TcpListener,
-    handle: axum_server::Handle<SocketAddr>,
-    head_timeout: Duration,
-) -> std::io::Result<axum_server::Server<SocketAddr>> {
-    let mut server = axum_server::from_tcp(listener)?
-        .handle(handle)
-        .first_request_timeout(head_timeout);
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(head_timeout);
-    Ok(server)
-}
-
 /// Runs the API on `listener` and the admin endpoints on `admin_listener` until `shutdown`
 /// completes, then drains in-flight requests.
 pub async fn run(
@@ -214,36 +200,34 @@ pub async fn run(
         publisher_for_stop.close_streams();
         h.graceful_shutdown(None);
     });
-    // A client gets this long to send a complete request head; slow-header connections
-    // (slowloris) are closed instead of held.
-    let head_timeout = Duration::from_secs(st.config.server.header_read_timeout_secs);
+    // Slow-header (slowloris) and idle connections are closed instead of held, and counted;
+    // the admin port gets the same deadlines: a probe never needs more, and a slow client must
+    // not hold a descriptor of the port Kubernetes checks liveness on.
+    let deadlines = connections::Deadlines {
+        head: Duration::from_secs(st.config.server.header_read_timeout_secs),
+        idle: Duration::from_secs(st.config.server.idle_timeout_secs),
+    };
+    let metrics = st.metrics.clone();
     let std_listener = listener.into_std()?;
     let api = async move {
         match tls {
             None => {
-                plain_server(std_listener, handle, head_timeout)?
+                let acceptor =
+                    Watched::new(DefaultAcceptor::new(), Listener::Api, deadlines, &metrics);
+                connections::server(std_listener, handle, acceptor)?
                     .serve(make_api)
                     .await
             }
             Some(cfg) => {
-                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
-                    axum_server::tls_rustls::RustlsConfig::from_config(cfg),
-                )
-                .handshake_timeout(head_timeout);
-                let mut server = axum_server::from_tcp(std_listener)?
-                    .acceptor(acceptor)
-                    .handle(handle)
-                    .first_request_timeout(head_timeout);
-                server
-                    .http_builder()
-                    .http1()
-                    .header_read_timeout(head_timeout);
-                server.serve(make_api).await
+                let tls = RustlsAcceptor::new(RustlsConfig::from_config(cfg))
+                    .handshake_timeout(deadlines.head);
+                let acceptor = Watched::new(tls, Listener::Api, deadlines, &metrics);
+                connections::server(std_listener, handle, acceptor)?
+                    .serve(make_api)
+                    .await
             }
         }
     };
-    // The admin port gets the same head deadline: a probe never needs more, and a slow client
-    // must not hold a descriptor of the port Kubernetes checks liveness on.
     let admin_handle = axum_server::Handle::new();
     let h = admin_handle.clone();
     let admin_rx = stop_rx.clone();
@@ -251,8 +235,17 @@ pub async fn run(
         wait(admin_rx).await;
         h.graceful_shutdown(None);
     });
-    let admin = plain_server(admin_listener.into_std()?, admin_handle, head_timeout)?
-        .serve(admin::router(st.clone()).into_make_service());
+    let admin = connections::server(
+        admin_listener.into_std()?,
+        admin_handle,
+        Watched::new(
+            DefaultAcceptor::new(),
+            Listener::Admin,
+            deadlines,
+            &st.metrics,
+        ),
+    )?
+    .serve(admin::router(st.clone()).into_make_service());
     tracing::info!(%addr, tls = st.config.server.tls.is_some(), "control plane listening");
     let servers = async { tokio::try_join!(api, admin) };
     tokio::pin!(servers);

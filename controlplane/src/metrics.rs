@@ -1,6 +1,8 @@
 //! Prometheus metrics (served on the admin port). Every label has a bounded set of values.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The control plane's metrics (cheap to clone).
 #[derive(Clone)]
@@ -29,7 +31,19 @@ pub struct Metrics {
     pub snapshot_compile_seconds: Histogram,
     /// Publish rounds that failed (the previous snapshot kept being served).
     pub snapshot_failures: IntCounter,
+    /// Connections closed because the client was too slow, by listener and phase (`head`,
+    /// `idle`).
+    pub client_timeouts: IntCounterVec,
+    /// Clients that went away in the middle of a request head, by listener.
+    pub client_disconnects: IntCounterVec,
+    /// Connections open, by listener.
+    pub connections_open: IntGaugeVec,
 }
+
+/// The `listener` label values of the connection metrics.
+pub const LISTENERS: [&str; 2] = ["api", "admin"];
+/// The `phase` label values of `controlplane_client_timeouts_total`.
+pub const TIMEOUT_PHASES: [&str; 2] = ["head", "idle"];
 
 fn vec(name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
     IntCounterVec::new(Opts::new(name, help), labels)
@@ -94,8 +108,33 @@ impl Metrics {
                 "controlplane_snapshot_failures_total",
                 "Snapshot publish rounds that failed",
             )?,
+            client_timeouts: vec(
+                "controlplane_client_timeouts_total",
+                "Client connections closed for slowness, by listener and phase (head, idle)",
+                &["listener", "phase"],
+            )?,
+            client_disconnects: vec(
+                "controlplane_client_disconnects_total",
+                "Clients that went away in the middle of a request head, by listener",
+                &["listener"],
+            )?,
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "controlplane_connections_open",
+                    "Client connections open, by listener",
+                ),
+                &["listener"],
+            )?,
             registry,
         };
+        // Every series exists from the start, so a rate over it never begins mid-incident.
+        for listener in LISTENERS {
+            for phase in TIMEOUT_PHASES {
+                m.client_timeouts.with_label_values(&[listener, phase]);
+            }
+            m.client_disconnects.with_label_values(&[listener]);
+            m.connections_open.with_label_values(&[listener]);
+        }
         m.registry.register(Box::new(m.snapshot_version.clone()))?;
         m.registry
             .register(Box::new(m.connected_gateways.clone()))?;
@@ -112,6 +151,10 @@ impl Metrics {
         m.registry.register(Box::new(m.audit_records.clone()))?;
         m.registry
             .register(Box::new(m.audit_write_failures.clone()))?;
+        m.registry.register(Box::new(m.client_timeouts.clone()))?;
+        m.registry
+            .register(Box::new(m.client_disconnects.clone()))?;
+        m.registry.register(Box::new(m.connections_open.clone()))?;
         Ok(m)
     }
 
