@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -244,6 +245,8 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             conn_metrics.clone(),
         ),
     );
+    // Each client connection's read buffer (Pingora's default is 64 KiB; see the setting).
+    let read_buffer = L4BufferSettings::new(s.read_buffer_bytes, DEFAULT_L4_WRITE_BUFFER_SIZE);
     match &s.tls {
         Some(tls) => {
             let cert = tls
@@ -254,9 +257,13 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
             let mut settings = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
                 .context("loading the TLS certificate and key")?;
             settings.enable_h2();
-            proxy.add_tls_with_settings(&s.listen, None, settings);
+            proxy.add_listener(
+                ListenerConfig::tcp(s.listen.as_str())
+                    .tls(settings)
+                    .l4_buffer(read_buffer),
+            );
         }
-        None => proxy.add_tcp(&s.listen),
+        None => proxy.add_listener(ListenerConfig::tcp(s.listen.as_str()).l4_buffer(read_buffer)),
     }
 
     let mut admin = Service::new(
@@ -277,7 +284,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         ),
     );
     admin.threads = Some(1);
-    admin.add_tcp(&s.admin_listen);
+    admin.add_listener(ListenerConfig::tcp(s.admin_listen.as_str()).l4_buffer(read_buffer));
 
     let reloader = background_service(
         "config-reload",
