@@ -33,7 +33,7 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -66,6 +66,10 @@ pub struct ConnMetrics {
     pub refused: IntCounterVec,
     /// Connections open now, by listener.
     pub open: IntGaugeVec,
+    /// TLS handshakes that failed (counted from Pingora's log line; see `pingora_log`).
+    pub tls_handshake_errors: IntCounter,
+    /// Pingora's upstream pool race, recovered by a new connection (see `pingora_log`).
+    pub upstream_pool_races: IntCounter,
 }
 
 impl ConnMetrics {
@@ -102,13 +106,34 @@ impl ConnMetrics {
         registry.register(Box::new(timeouts.clone()))?;
         registry.register(Box::new(disconnects.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        let tls_handshake_errors = IntCounter::new(
+            "gateway_tls_handshake_errors_total",
+            "TLS handshakes that failed (client gone, plain HTTP on the TLS port, nothing acceptable offered)",
+        )?;
+        let upstream_pool_races = IntCounter::new(
+            "gateway_upstream_pool_races_total",
+            "Pooled upstream connections Pingora could not take over (a new one was opened)",
+        )?;
         registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(tls_handshake_errors.clone()))?;
+        registry.register(Box::new(upstream_pool_races.clone()))?;
         Ok(Self {
             timeouts,
             disconnects,
             refused,
             open,
+            tls_handshake_errors,
+            upstream_pool_races,
         })
+    }
+
+    /// Where [`crate::pingora_log`] counts Pingora's quieted lines.
+    pub fn pingora_counters(&self) -> crate::pingora_log::Counters {
+        crate::pingora_log::Counters {
+            handshake_timeouts: self.timeouts.with_label_values(&["tls", "handshake"]),
+            handshake_errors: self.tls_handshake_errors.clone(),
+            upstream_pool_races: self.upstream_pool_races.clone(),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod mint;
 pub mod multipart;
 pub mod overload;
 pub mod ownership;
+pub mod pingora_log;
 pub mod proxy;
 pub mod reload;
 pub mod request_id;

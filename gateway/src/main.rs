@@ -180,36 +180,30 @@ pub struct MallocConf(*const std::ffi::c_char);
 #[cfg(feature = "jemalloc")]
 unsafe impl Sync for MallocConf {}
 
-/// Pingora's upstream connector logs one ERROR line, "failed to acquire reusable stream", when
-/// a pooled upstream connection is still held by its idle watcher at the moment a request wants
-/// it (a race inside `pingora_core::connectors`); the request then opens a new connection and
-/// succeeds. Under steady load that is one line every few dozen requests, burying real errors,
-/// so the module is silenced unless `GATEWAY_LOG` names it (it logs nothing else above debug
-/// but a WARN for the same recoverable case: data on an idle pooled connection).
-const QUIET_MODULES: &str = "pingora_core::connectors=off";
-
-/// The log filter: `GATEWAY_LOG` (an env-filter, default `info`) plus [`QUIET_MODULES`] unless
-/// it already mentions them.
-fn log_filter(from_env: Option<&str>) -> String {
-    let base = from_env.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    if base.contains("pingora_core") {
-        base.to_owned()
-    } else {
-        format!("{base},{QUIET_MODULES}")
-    }
+/// The log filter: `GATEWAY_LOG` (an env-filter), `info` when unset or blank.
+fn log_filter(from_env: Option<&str>) -> &str {
+    from_env.filter(|s| !s.trim().is_empty()).unwrap_or("info")
 }
 
+/// JSON lines on stdout, filtered by `GATEWAY_LOG`. Pingora's recoverable per-connection ERROR
+/// lines (TLS handshake failures, its upstream pool race) are counted instead of logged unless
+/// the filter names `pingora_core` (see `gateway::pingora_log`).
 fn init_logging() {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let from_env = std::env::var("GATEWAY_LOG").ok();
-    let filter = EnvFilter::try_new(log_filter(from_env.as_deref()))
-        .unwrap_or_else(|_| EnvFilter::new(log_filter(None)));
-    let _ = tracing_subscriber::fmt()
+    let wanted = log_filter(from_env.as_deref());
+    let filter = EnvFilter::try_new(wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    let verbose = wanted.contains("pingora_core");
+    let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stdout)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(gateway::pingora_log::QuietPingora::new(verbose))
+        .with(json)
         .try_init();
 }
 
@@ -281,14 +275,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pool_race_is_quiet_unless_the_operator_asks_for_pingora_core() {
-        assert_eq!(log_filter(None), "info,pingora_core::connectors=off");
-        assert_eq!(log_filter(Some(" ")), "info,pingora_core::connectors=off");
-        assert_eq!(log_filter(Some("warn")), "warn,pingora_core::connectors=off");
-        assert_eq!(
-            log_filter(Some("debug,pingora_core=debug")),
-            "debug,pingora_core=debug"
-        );
-        assert!(tracing_subscriber::EnvFilter::try_new(log_filter(Some("gateway=debug"))).is_ok());
+    fn the_log_filter_defaults_to_info() {
+        assert_eq!(log_filter(None), "info");
+        assert_eq!(log_filter(Some(" ")), "info");
+        assert_eq!(log_filter(Some("gateway=debug")), "gateway=debug");
     }
 }

@@ -483,3 +483,30 @@ async fn a_trickling_body_gets_408_at_the_body_timeout_and_is_counted() {
     );
     no_error_lines(&gw);
 }
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted_and_not_logged_at_error() {
+    let up = MockUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("gw-hostile-tls-{}", std::process::id()));
+    let gw = GatewayProc::start_with(&standard_config(up.addr), &tls_server_lines(&dir)).await;
+    // Plain HTTP on the TLS port, then a client that connects and goes away at once: both fail
+    // Pingora's handshake, which it logs at ERROR per connection. (The harness's own readiness
+    // probe of the port may have failed one already: at least two are counted.)
+    let mut plain = connect(gw.port).await;
+    plain.write_all(&models_request(false)).await.unwrap();
+    let _ = read_to_close(&mut plain, Duration::from_secs(5)).await;
+    drop(connect(gw.port).await);
+    let mut counted = 0.0;
+    for _ in 0..50 {
+        counted = metric(&gw.metrics().await, "gateway_tls_handshake_errors_total");
+        if counted >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted >= 2.0, "counted {counted}: {}", gw.logs());
+    no_error_lines(&gw);
+    assert!(!gw.logs().contains("handshake"), "{}", gw.logs());
+    assert_eq!(up.count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -259,38 +259,7 @@ async fn metrics_count_requests_by_bounded_labels() {
 async fn tls_listener_serves_http1_and_http2_by_alpn() {
     let up = MockUpstream::start().await;
     let dir = std::env::temp_dir().join(format!("gw-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the openssl CLI is needed to make a test certificate (apt-get install openssl)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let tls = format!(
-        "  tls:\n    cert_path: \"{}\"\n    key_path: \"{}\"\n",
-        cert.display(),
-        key.display()
-    );
+    let tls = tls_server_lines(&dir);
     let gw = GatewayProc::start_with(&standard_config(up.addr), &tls).await;
     for (flag, want) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let url = format!("https://127.0.0.1:{}/v1/chat/completions", gw.port);

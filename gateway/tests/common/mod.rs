@@ -389,6 +389,44 @@ impl MockUpstream {
 }
 
 /// Two distinct ports that were free a moment ago (both held while choosing).
+/// A self-signed P-256 certificate for `localhost` in `dir`, made with the openssl CLI; returns
+/// the `server:` lines that serve TLS with it.
+#[allow(dead_code)]
+pub fn tls_server_lines(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl CLI is needed to make a test certificate (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    format!(
+        "  tls:\n    cert_path: \"{}\"\n    key_path: \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
 pub fn free_ports() -> (u16, u16) {
     let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
