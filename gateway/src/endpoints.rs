@@ -288,7 +288,12 @@ pub fn is_object_id(s: &str) -> bool {
 
 /// Model names in a path (`gpt-4o`, `ft:gpt-4o-mini:org:x:abc`, `claude-3-5-haiku-20241022`).
 fn is_model_id(s: &str) -> bool {
+    // `.` and `..` are dot segments, never a model: the router refuses such paths before this
+    // (400), and the classifier must not accept them on its own either (found by the
+    // `endpoint_class` fuzz target: `GET /v1/models/.`).
     (1..=256).contains(&s.len())
+        && s != "."
+        && s != ".."
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
@@ -320,6 +325,20 @@ mod tests {
 
     fn allowed(kind: ProviderKind, method: &str, path: &str, enabled: &[EndpointFamily]) -> bool {
         check(kind, method, path, enabled).is_ok()
+    }
+
+    #[test]
+    fn dot_segments_are_never_a_model() {
+        for p in ["/v1/models/.", "/v1/models/.."] {
+            assert!(!allowed(ProviderKind::Openai, "GET", p, ALL), "{p}");
+        }
+        assert!(allowed(
+            ProviderKind::Openai,
+            "GET",
+            "/v1/models/gpt-4.1",
+            ALL
+        ));
+        assert!(allowed(ProviderKind::Openai, "GET", "/v1/models/...", ALL));
     }
 
     #[test]
