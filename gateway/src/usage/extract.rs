@@ -13,14 +13,14 @@ use serde::Deserialize;
 
 use super::Usage;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct Details {
     #[serde(default)]
     cached_tokens: Option<u64>,
 }
 
 /// Every usage field either shape may carry.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 pub struct RawUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
@@ -93,7 +93,7 @@ impl RawUsage {
 }
 
 /// The fields of a whole JSON response, or of one SSE event's data, that matter here.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 pub struct Body {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
@@ -113,8 +113,15 @@ pub struct Body {
 }
 
 impl Body {
-    /// Parses a JSON document; `None` when it is not a JSON object.
+    /// Parses a JSON document; `None` when it is not a JSON object. A one-pass scan of the
+    /// top level answers when it can be sure of serde's answer (every provider's ordinary
+    /// response); anything else gets the full parse.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
+        super::top_level::parse(bytes).or_else(|| Self::parse_full(bytes))
+    }
+
+    /// The full serde parse (the definition [`Body::parse`] keeps to).
+    pub fn parse_full(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
     }
 
