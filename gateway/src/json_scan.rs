@@ -233,15 +233,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Past this many bytes, a string is searched with `memchr2` (vector instructions) instead of
+/// word by word.
+const SHORT_STRING: usize = 32;
+
 /// The offset of the first byte in `s` that ends a run of plain string contents: `"`, `\\`
-/// or a control character. Eight bytes at a time (the classic "has a zero byte" word trick;
-/// its lowest flagged byte is always exact), so long strings cost little and short ones
-/// need no call into a searcher.
+/// or a control character. The first [`SHORT_STRING`] bytes eight at a time (the classic
+/// "has a zero byte" word trick; its lowest flagged byte is always exact): most strings end
+/// there, without a call into a searcher. The rest of a long one (message text) with
+/// `memchr2`, then a branch-free check for control characters before the byte it found.
 fn special_offset(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
-    while let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+    while let Some(word) = s
+        .get(i..i + 8)
+        .filter(|_| i < SHORT_STRING)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+    {
         let x = u64::from_le_bytes(word);
         let quote = x ^ (ONES * u64::from(b'"'));
         let backslash = x ^ (ONES * u64::from(b'\\'));
@@ -254,10 +263,13 @@ fn special_offset(s: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    s[i..]
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|p| i + p)
+    let rest = &s[i..];
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let control = rest[..end].iter().fold(false, |c, &b| c | (b < 0x20));
+    if control {
+        return rest.iter().position(|&b| b < 0x20).map(|p| i + p);
+    }
+    (end < rest.len()).then_some(i + end)
 }
 
 /// Walks the top-level object of `s`: calls `field(key, cursor)` for every key (its raw
@@ -358,7 +370,7 @@ mod tests {
         let naive = |s: &[u8]| s.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
         let mut cases: Vec<Vec<u8>> = vec![b"".to_vec(), b"plain text, no end".to_vec()];
         for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
-            for len in 0..20 {
+            for len in (0..20).chain([31, 32, 33, 40, 47, 64, 100]) {
                 for at in 0..=len {
                     // Around the special byte: bytes that borrow or carry in the word trick.
                     for filler in [b'a', 0x21, 0x23, 0x5b, 0x5d, 0x20, 0x80, 0xff, 0x01] {
