@@ -42,8 +42,17 @@ pub fn new_id() -> String {
         u64::from_le_bytes(raw)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    // Digit by digit: `format!` would cost more than the rest of the request id.
+    let mut id = String::with_capacity(32);
+    for v in [prefix, n] {
+        for shift in (0..16).rev() {
+            id.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {
@@ -64,5 +73,12 @@ mod tests {
             assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         }
         assert_ne!(from_inbound(None), from_inbound(None));
+        // The same digits `format!("{prefix:016x}{n:016x}")` gives.
+        for _ in 0..3 {
+            let id = new_id();
+            let prefix = u64::from_str_radix(&id[..16], 16).unwrap_or_default();
+            let n = u64::from_str_radix(&id[16..], 16).unwrap_or_default();
+            assert_eq!(id, format!("{prefix:016x}{n:016x}"));
+        }
     }
 }
