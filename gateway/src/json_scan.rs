@@ -357,7 +357,8 @@ mod tests {
         ];
         for s in cases {
             let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
-                && s.trim_start_matches([' ', '\n', '\t', '\r']).starts_with('{');
+                && s.trim_start_matches([' ', '\n', '\t', '\r'])
+                    .starts_with('{');
             if skims(s) {
                 assert!(serde_ok, "accepted what serde refuses: {s}");
             }

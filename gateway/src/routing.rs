@@ -258,7 +258,11 @@ mod tests {
         assert_eq!(top_level_model(cases[0]), Ok(Some("bench-model")));
         assert_eq!(top_level_model(cases[1]), Ok(Some("m")));
         assert_eq!(top_level_model(cases[2]), Ok(Some("top")));
-        let deep = format!("{{\"model\":\"x\",\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            "{{\"model\":\"x\",\"a\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         check(deep.as_bytes());
         assert!(top_level_model(deep.as_bytes()).is_err());
     }

@@ -112,7 +112,15 @@ mod tests {
         assert_eq!(Month::of(0).label(), "1970-01");
         assert_eq!(Month::of(951_782_400).label(), "2000-02"); // 2000-02-29
         assert_eq!(Month::of(1_796_083_199).label(), "2026-11");
-        for (year, month) in [(0, 1), (7, 9), (999, 10), (2026, 12), (9999, 12), (10_000, 1), (-1, 3)] {
+        for (year, month) in [
+            (0, 1),
+            (7, 9),
+            (999, 10),
+            (2026, 12),
+            (9999, 12),
+            (10_000, 1),
+            (-1, 3),
+        ] {
             assert_eq!(
                 Month { year, month }.label(),
                 format!("{year:04}-{month:02}"),

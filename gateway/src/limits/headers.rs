@@ -118,6 +118,13 @@ mod tests {
         assert_eq!(reset_text(1000), "1s");
         assert_eq!(reset_text(59_001), "1m0s");
         assert_eq!(reset_text(3_599_999), "60m0s");
-        assert_eq!(reset_text(u64::MAX), format!("{}m{}s", u64::MAX.div_ceil(1000) / 60, u64::MAX.div_ceil(1000) % 60));
+        assert_eq!(
+            reset_text(u64::MAX),
+            format!(
+                "{}m{}s",
+                u64::MAX.div_ceil(1000) / 60,
+                u64::MAX.div_ceil(1000) % 60
+            )
+        );
     }
 }

@@ -357,16 +357,34 @@ mod tests {
             (kind, m.gunzip.is_some(), m.uncounted)
         };
         assert_eq!(mode("text/event-stream", None), ("sse", false, None));
-        assert_eq!(mode(" Text/Event-Stream; charset=utf-8", None), ("sse", false, None));
-        assert_eq!(mode("text/event-strea", None), ("off", false, Some("not_json_or_sse")));
-        assert_eq!(mode("application/JSON", Some("IDENTITY")), ("json", false, None));
-        assert_eq!(mode("application/problem+json", Some("")), ("json", false, None));
-        assert_eq!(mode("application/json", Some(" X-GZip ")), ("json", true, None));
+        assert_eq!(
+            mode(" Text/Event-Stream; charset=utf-8", None),
+            ("sse", false, None)
+        );
+        assert_eq!(
+            mode("text/event-strea", None),
+            ("off", false, Some("not_json_or_sse"))
+        );
+        assert_eq!(
+            mode("application/JSON", Some("IDENTITY")),
+            ("json", false, None)
+        );
+        assert_eq!(
+            mode("application/problem+json", Some("")),
+            ("json", false, None)
+        );
+        assert_eq!(
+            mode("application/json", Some(" X-GZip ")),
+            ("json", true, None)
+        );
         assert_eq!(
             mode("application/json", Some("br")),
             ("off", false, Some("unsupported_content_encoding"))
         );
-        assert_eq!(mode("text/plain", None), ("off", false, Some("not_json_or_sse")));
+        assert_eq!(
+            mode("text/plain", None),
+            ("off", false, Some("not_json_or_sse"))
+        );
         // Stripping the usage chunk drops Content-Length from an event stream.
         let mut m = UsageMeter::new(Dialect::OpenAi, true);
         let mut h = head("text/event-stream", None);
