@@ -49,6 +49,11 @@ pub fn native_provider(org: &Org, path: &str, rest_start: usize) -> Result<usize
 }
 
 fn has_ambiguous_segments(path: &str) -> bool {
+    // Every ambiguity below needs a `.`, a `%` or a `\\`: an ordinary path has none and is
+    // spared the searches.
+    if memchr::memchr3(b'.', b'%', b'\\', path.as_bytes()).is_none() {
+        return false;
+    }
     let lower_has = |needle: &str| {
         path.as_bytes()
             .windows(needle.len())
@@ -316,5 +321,10 @@ mod tests {
             assert!(has_ambiguous_segments(p), "{p}");
         }
         assert!(!has_ambiguous_segments("/v1/chat/completions"));
+        assert!(!has_ambiguous_segments("/v1/files/file-abc.jsonl"));
+        assert!(!has_ambiguous_segments("/v1/x%20y"));
+        assert!(has_ambiguous_segments("\\"));
+        assert!(has_ambiguous_segments("."));
+        assert!(has_ambiguous_segments("%2E"));
     }
 }
