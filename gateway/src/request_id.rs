@@ -42,14 +42,13 @@ pub fn new_id() -> String {
         u64::from_le_bytes(raw)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Digit by digit: `format!` would cost more than the rest of the request id.
-    let mut id = String::with_capacity(32);
-    for v in [prefix, n] {
-        for shift in (0..16).rev() {
-            id.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
-        }
+    // Digit by digit into a buffer: `format!` would cost more than the rest of the request.
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        let (v, nibble) = if i < 16 { (prefix, 15 - i) } else { (n, 31 - i) };
+        *d = HEX[((v >> (nibble * 4)) & 0xf) as usize];
     }
-    id
+    std::str::from_utf8(&digits).unwrap_or_default().to_owned()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
