@@ -45,7 +45,11 @@ pub fn new_id() -> String {
     // Digit by digit into a buffer: `format!` would cost more than the rest of the request.
     let mut digits = [0u8; 32];
     for (i, d) in digits.iter_mut().enumerate() {
-        let (v, nibble) = if i < 16 { (prefix, 15 - i) } else { (n, 31 - i) };
+        let (v, nibble) = if i < 16 {
+            (prefix, 15 - i)
+        } else {
+            (n, 31 - i)
+        };
         *d = HEX[((v >> (nibble * 4)) & 0xf) as usize];
     }
     std::str::from_utf8(&digits).unwrap_or_default().to_owned()
