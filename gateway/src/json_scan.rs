@@ -278,43 +278,83 @@ fn special_offset(s: &[u8]) -> Option<usize> {
 /// follows the object.
 pub fn top_level_fields<'a>(
     s: &'a [u8],
-    mut field: impl FnMut(&'a [u8], &mut Cursor<'a>) -> Scan<()>,
+    field: impl FnMut(&'a [u8], &mut Cursor<'a>) -> Scan<()>,
 ) -> Scan<()> {
     let mut c = Cursor::new(s);
-    if c.ws() != Some(b'{') {
+    c.object_fields(field)?;
+    if c.ws().is_some() {
         return Err(Unsure);
     }
-    c.i += 1;
-    if c.ws() == Some(b'}') {
-        c.i += 1;
-    } else {
+    Ok(())
+}
+
+impl<'a> Cursor<'a> {
+    /// Walks the object at the cursor (after whitespace) as [`top_level_fields`] walks a
+    /// document's; `field` consumes each value.
+    pub fn object_fields(
+        &mut self,
+        mut field: impl FnMut(&'a [u8], &mut Cursor<'a>) -> Scan<()>,
+    ) -> Scan<()> {
+        if self.ws() != Some(b'{') {
+            return Err(Unsure);
+        }
+        self.i += 1;
+        if self.ws() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
         loop {
-            if c.ws() != Some(b'"') {
+            if self.ws() != Some(b'"') {
                 return Err(Unsure);
             }
-            let (key, escaped) = c.string()?;
+            let (key, escaped) = self.string()?;
             if escaped || !key.is_ascii() {
                 return Err(Unsure);
             }
-            if c.ws() != Some(b':') {
+            if self.ws() != Some(b':') {
                 return Err(Unsure);
             }
-            c.i += 1;
-            field(key, &mut c)?;
-            match c.ws() {
-                Some(b',') => c.i += 1,
+            self.i += 1;
+            field(key, self)?;
+            match self.ws() {
+                Some(b',') => self.i += 1,
                 Some(b'}') => {
-                    c.i += 1;
-                    break;
+                    self.i += 1;
+                    return Ok(());
                 }
                 _ => return Err(Unsure),
             }
         }
     }
-    if c.ws().is_some() {
-        return Err(Unsure);
+
+    /// `null` or an unsigned integer that fits a `u64`, written as serde_json reads one into
+    /// a `u64` (no sign, fraction or exponent); anything else is unsure.
+    pub fn u64_or_null(&mut self) -> Scan<Option<u64>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        let start = self.i;
+        let digits = self.s[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let end = start + digits;
+        if digits == 0
+            || (digits > 1 && self.s[start] == b'0')
+            || matches!(self.s.get(end), Some(b'.' | b'e' | b'E'))
+        {
+            return Err(Unsure);
+        }
+        let mut n: u64 = 0;
+        for &d in &self.s[start..end] {
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                .ok_or(Unsure)?;
+        }
+        self.i = end;
+        Ok(Some(n))
     }
-    Ok(())
 }
 
 /// Sets a field seen for the first time (serde refuses a duplicate field: unsure).

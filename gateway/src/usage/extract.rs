@@ -14,30 +14,30 @@ use serde::Deserialize;
 use super::Usage;
 
 #[derive(Deserialize, Default, Debug, PartialEq)]
-struct Details {
+pub(super) struct Details {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(super) cached_tokens: Option<u64>,
 }
 
 /// Every usage field either shape may carry.
 #[derive(Deserialize, Default, Debug, PartialEq)]
 pub struct RawUsage {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(super) prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(super) completion_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<Details>,
+    pub(super) prompt_tokens_details: Option<Details>,
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub(super) input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
     #[serde(default)]
-    input_tokens_details: Option<Details>,
+    pub(super) input_tokens_details: Option<Details>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    pub(super) cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(super) cache_creation_input_tokens: Option<u64>,
 }
 
 /// Which convention `input_tokens` follows.

@@ -10,7 +10,7 @@
 
 use serde::de::IgnoredAny;
 
-use super::extract::{Body, RawUsage};
+use super::extract::{Body, Details, RawUsage};
 use crate::json_scan::{once, top_level_fields, Cursor, Scan, Unsure};
 
 /// A top-level `Option<String>` field: `null`, or a string without escapes in valid UTF-8
@@ -27,6 +27,63 @@ fn plain_string_or_null(c: &mut Cursor<'_>) -> Scan<Option<String>> {
     Ok(Some(text.to_owned()))
 }
 
+/// A `usage` value as serde reads it into `Option<RawUsage>`, when sure: `null`, or an object
+/// whose known fields appear once each, as `null` or unsigned integers (the `*_details` as
+/// `null` or objects with `cached_tokens` likewise); other fields skipped.
+fn usage_or_null(c: &mut Cursor<'_>) -> Scan<Option<RawUsage>> {
+    if c.null()? {
+        return Ok(None);
+    }
+    let mut u = RawUsage::default();
+    let mut seen = [false; 8];
+    c.object_fields(|key, c| {
+        let slot = match key {
+            b"prompt_tokens" => 0,
+            b"completion_tokens" => 1,
+            b"prompt_tokens_details" => 2,
+            b"input_tokens" => 3,
+            b"output_tokens" => 4,
+            b"input_tokens_details" => 5,
+            b"cache_read_input_tokens" => 6,
+            b"cache_creation_input_tokens" => 7,
+            _ => return c.value(2).map(|_| ()),
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(Unsure);
+        }
+        match slot {
+            0 => u.prompt_tokens = c.u64_or_null()?,
+            1 => u.completion_tokens = c.u64_or_null()?,
+            2 => u.prompt_tokens_details = details_or_null(c)?,
+            3 => u.input_tokens = c.u64_or_null()?,
+            4 => u.output_tokens = c.u64_or_null()?,
+            5 => u.input_tokens_details = details_or_null(c)?,
+            6 => u.cache_read_input_tokens = c.u64_or_null()?,
+            _ => u.cache_creation_input_tokens = c.u64_or_null()?,
+        }
+        Ok(())
+    })?;
+    Ok(Some(u))
+}
+
+/// A `*_tokens_details` value as serde reads it into `Option<Details>`, when sure.
+fn details_or_null(c: &mut Cursor<'_>) -> Scan<Option<Details>> {
+    if c.null()? {
+        return Ok(None);
+    }
+    let mut cached: Option<Option<u64>> = None;
+    c.object_fields(|key, c| {
+        if key == b"cached_tokens" {
+            once(&mut cached, c.u64_or_null()?)
+        } else {
+            c.value(3).map(|_| ())
+        }
+    })?;
+    Ok(Some(Details {
+        cached_tokens: cached.flatten(),
+    }))
+}
+
 /// The [`Body`] serde would parse from `bytes`, or `None` when unsure (see the module docs).
 pub fn parse(bytes: &[u8]) -> Option<Body> {
     scan(bytes).ok()
@@ -36,18 +93,13 @@ fn scan(bytes: &[u8]) -> Scan<Body> {
     // Each field as seen: `Some(value)` once read, so a duplicate is caught.
     let mut kind: Option<Option<String>> = None;
     let mut model: Option<Option<String>> = None;
-    let mut usage: Option<&[u8]> = None;
+    let mut usage: Option<Option<RawUsage>> = None;
     let mut choices: Option<Option<usize>> = None;
     top_level_fields(bytes, |key, c| {
         match key {
             b"type" => once(&mut kind, plain_string_or_null(c)?)?,
             b"model" => once(&mut model, plain_string_or_null(c)?)?,
-            b"usage" => {
-                c.ws();
-                let start = c.offset();
-                c.value(1)?;
-                once(&mut usage, c.since(start))?;
-            }
+            b"usage" => once(&mut usage, usage_or_null(c)?)?,
             b"choices" => {
                 let n = if c.null()? { None } else { Some(c.array(2)?) };
                 once(&mut choices, n)?;
@@ -59,14 +111,10 @@ fn scan(bytes: &[u8]) -> Scan<Body> {
         }
         Ok(())
     })?;
-    let usage = match usage {
-        Some(raw) => serde_json::from_slice::<Option<RawUsage>>(raw).map_err(|_| Unsure)?,
-        None => None,
-    };
     Ok(Body {
         kind: kind.flatten(),
         model: model.flatten(),
-        usage,
+        usage: usage.flatten(),
         choices: choices.flatten().map(|n| vec![IgnoredAny; n]),
         message: None,
         response: None,
@@ -126,6 +174,25 @@ mod tests {
         r#"{"usage":{"prompt_tokens":18446744073709551616}}"#,
         r#"{"usage":{"prompt_tokens_details":{"cached_tokens":"x"}}}"#,
         r#"{"usage":null,"model":null,"type":null,"choices":null}"#,
+        // The usage object read field by field: numbers as serde reads them into u64.
+        r#"{"usage":{"prompt_tokens":0,"completion_tokens":18446744073709551615}}"#,
+        r#"{"usage":{"prompt_tokens":-0}}"#,
+        r#"{"usage":{"prompt_tokens":00}}"#,
+        r#"{"usage":{"prompt_tokens":1e2}}"#,
+        r#"{"usage":{"prompt_tokens":1.0}}"#,
+        r#"{"usage":{"prompt_tokens":"5"}}"#,
+        r#"{"usage":{"prompt_tokens":true}}"#,
+        r#"{"usage":{"prompt_tokens":null,"input_tokens":7}}"#,
+        r#"{"usage":{ "prompt_tokens" : 5 , "x" : {"prompt_tokens":[1,{"a":null}]} }}"#,
+        r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":null}}"#,
+        r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":[3]}}"#,
+        r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2,"cached_tokens":3}}}"#,
+        r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"audio":1,"cached_tokens":null}}}"#,
+        r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{},"prompt_tokens_details":{}}}"#,
+        r#"{"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":9}}}"#,
+        r#"{"usage":{"cache_read_input_tokens":1,"cache_creation_input_tokens":2,"output_tokens":3}}"#,
+        r#"{"usage":{"pr\u006fmpt_tokens":5}}"#,
+        r#"{"usage":{}}"#,
         // Escapes: in keys (left to the full parse), in values, invalid ones.
         r#"{"us\u0061ge":{"prompt_tokens":3}}"#,
         r#"{"mod\u0065l":"m","usage":{"prompt_tokens":3}}"#,
@@ -197,6 +264,18 @@ mod tests {
         assert_eq!(chat.model.as_deref(), Some("gpt-4o-2024-08-06"));
         assert!(chat.usage.is_some());
         assert_eq!(chat.choices.map(|c| c.len()), Some(1));
+        // Usage objects are read by the scan itself, numbers included.
+        let resp = parse(SHAPES[3].as_bytes()).unwrap_or_default();
+        assert_eq!(
+            resp.usage
+                .map(|u| u.to_usage(super::super::extract::Dialect::OpenAi)),
+            Some(super::super::Usage {
+                input: 40,
+                output: 9,
+                cache_read: 60,
+                cache_write: 0
+            })
+        );
         let usage_only = parse(SHAPES[6].as_bytes()).unwrap_or_default();
         assert!(usage_only.is_usage_only_chunk());
     }
