@@ -457,7 +457,8 @@ pub fn sse_stream(data: &[u8]) {
 
 /// Provider responses: the SSE parser reports every input byte exactly once, in order (so a
 /// filtered stream is the input minus whole events), its events do not depend on chunk
-/// borders (0xFF bytes), and usage extraction from any event or tail never panics.
+/// borders (0xFF bytes), usage extraction from any event or tail never panics, and the
+/// one-pass body reading agrees with the full parse on every event and on the whole input.
 pub fn usage_sse(data: &[u8]) {
     use gateway::usage::extract::{self, Dialect};
     use gateway::usage::sse::{SseItem, SseParser};
@@ -488,11 +489,21 @@ pub fn usage_sse(data: &[u8]) {
         events(&single),
         "events depend on chunk borders"
     );
+    // The one-pass reading of a body (usage's fast path) answers exactly as the full parse.
+    let same_as_full_parse = |bytes: &[u8]| {
+        assert_eq!(
+            extract::Body::parse(bytes),
+            extract::Body::parse_full(bytes),
+            "the one-pass parse differs from the full parse"
+        );
+    };
     for e in events(&single) {
+        same_as_full_parse(e.data.as_bytes());
         for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
             let _ = extract::from_json(e.data.as_bytes(), dialect);
         }
     }
+    same_as_full_parse(&whole);
     for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
         let _ = extract::from_json(&whole, dialect);
         let _ = extract::usage_in_tail(&whole, dialect);

@@ -5,10 +5,16 @@ use pingora::http::RequestHeader;
 use crate::proxy::errors::Reject;
 use crate::state::{ActiveConfig, KeyEntry};
 
+/// The other headers a key may come in (prebuilt: a `&str` name is parsed on every lookup).
+static KEY_HEADERS: [http::HeaderName; 2] = [
+    http::HeaderName::from_static("x-api-key"),
+    http::HeaderName::from_static("api-key"),
+];
+
 /// The key a client presented, from `Authorization: Bearer`, `x-api-key` or `api-key` (in
 /// that order: what the OpenAI, Anthropic and Azure SDKs send).
 pub fn presented_key(req: &RequestHeader) -> Option<&[u8]> {
-    if let Some(v) = req.headers.get("authorization") {
+    if let Some(v) = req.headers.get(http::header::AUTHORIZATION) {
         let v = v.as_bytes();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
             let token = v[7..].trim_ascii();
@@ -17,9 +23,9 @@ pub fn presented_key(req: &RequestHeader) -> Option<&[u8]> {
             }
         }
     }
-    ["x-api-key", "api-key"].iter().find_map(|name| {
+    KEY_HEADERS.iter().find_map(|name| {
         req.headers
-            .get(*name)
+            .get(name)
             .map(|v| v.as_bytes().trim_ascii())
             .filter(|v| !v.is_empty())
     })

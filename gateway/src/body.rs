@@ -13,7 +13,11 @@ use crate::proxy::errors::Reject;
 /// The declared `Content-Length`, if any. `Err` when it is present but malformed (Pingora
 /// already rejects most framing errors before a filter runs; this is defence in depth).
 pub fn declared_length(session: &Session) -> Result<Option<u64>, Reject> {
-    match session.req_header().headers.get("content-length") {
+    match session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+    {
         None => Ok(None),
         Some(v) => std::str::from_utf8(v.as_bytes())
             .ok()

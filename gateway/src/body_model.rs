@@ -23,7 +23,7 @@ impl<'a> BodyModel<'a> {
         Self {
             body: body.filter(|b| !b.is_empty()),
             form: headers
-                .get("content-type")
+                .get(http::header::CONTENT_TYPE)
                 .and_then(|ct| multipart::boundary(ct.as_bytes())),
         }
     }

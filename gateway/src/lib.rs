@@ -25,6 +25,7 @@ pub mod governance;
 pub mod guardrails;
 pub mod ingest;
 pub mod isolation;
+pub mod json_scan;
 pub mod limits;
 pub mod live;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::json_scan::{once, top_level_fields, Scan, Unsure};
 use crate::proxy::errors::Reject;
 use crate::state::Org;
 
@@ -48,6 +49,11 @@ pub fn native_provider(org: &Org, path: &str, rest_start: usize) -> Result<usize
 }
 
 fn has_ambiguous_segments(path: &str) -> bool {
+    // Every ambiguity below needs a `.`, a `%` or a `\\`: an ordinary path has none and is
+    // spared the searches.
+    if memchr::memchr3(b'.', b'%', b'\\', path.as_bytes()).is_none() {
+        return false;
+    }
     let lower_has = |needle: &str| {
         path.as_bytes()
             .windows(needle.len())
@@ -74,6 +80,15 @@ struct ModelField<'a> {
 /// refused by [`rewrite_model`] on an aliased route (found by the `model_body` fuzz target).
 pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
     let text = std::str::from_utf8(body).map_err(|_| Reject::InvalidJson)?;
+    // One pass over the body when it can be sure of the answer below (an ordinary request).
+    if let Ok(model) = top_level_model(body) {
+        return Ok(model.map(Cow::Borrowed));
+    }
+    model_by_serde(text)
+}
+
+/// [`model_of`] by a serde parse (the definition the one-pass scan keeps to).
+fn model_by_serde(text: &str) -> Result<Option<Cow<'_, str>>, Reject> {
     // serde also builds a struct from a JSON array (`["gpt-4o"]` would name a model): only an
     // object has a `model`; any other valid JSON has none (also found by the fuzz target).
     if !text.trim_start().starts_with('{') {
@@ -87,6 +102,29 @@ pub fn model_of(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
         Err(e) if e.is_data() => Ok(None),
         Err(_) => Err(Reject::InvalidJson),
     }
+}
+
+/// [`model_of`]'s answer from one strict pass ([`crate::json_scan`]), when it is sure of serde's:
+/// the body is a JSON object whose `model`, if present once, is `null` or a string without
+/// escapes. A body that is valid UTF-8 and passes the scan parses, so serde gives the same.
+fn top_level_model(body: &[u8]) -> Scan<Option<&str>> {
+    let mut model: Option<Option<&str>> = None;
+    top_level_fields(body, |key, c| {
+        if key != b"model" {
+            return c.value(1).map(|_| ());
+        }
+        let value = if c.null()? {
+            None
+        } else {
+            let (text, escaped) = c.string()?;
+            if escaped {
+                return Err(Unsure);
+            }
+            Some(std::str::from_utf8(text).map_err(|_| Unsure)?)
+        };
+        once(&mut model, value)
+    })?;
+    Ok(model.flatten())
 }
 
 /// The body with its top-level `model` replaced by `upstream_model`.
@@ -197,6 +235,97 @@ mod tests {
         );
     }
 
+    fn model_of_by_serde(body: &[u8]) -> Result<Option<Cow<'_, str>>, Reject> {
+        model_by_serde(std::str::from_utf8(body).map_err(|_| Reject::InvalidJson)?)
+    }
+
+    #[test]
+    fn the_one_pass_scan_gives_what_serde_gives() {
+        let cases: &[&[u8]] = &[
+            br#"{"model": "bench-model", "max_tokens": 256, "temperature": 0.2, "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "yyy"}]}"#,
+            br#"{"messages":[{"role":"user","content":"\"model\":\"evil\""}],"model":"m"}"#,
+            br#"{"metadata":{"model":"nested"},"model":"top"}"#,
+            br#"{"metadata":{"model":"nested"}}"#,
+            br#"{"model":null}"#,
+            br#"{"model":"a","model":"b"}"#,
+            br#"{"model":"a\"b"}"#,
+            br#"{"mod\u0065l":"x"}"#,
+            br#"{"model":["x"]}"#,
+            br#"{"model":{"id":"x"}}"#,
+            br#"{"model":42,"x":}"#,
+            br#"{"model":"x","x":01}"#,
+            br#"{"model":"x","x":[1,]}"#,
+            br#"{"model":"x"} "#,
+            br#"{"model":"x"} {}"#,
+            br#"{"model":"x","#,
+            br#"{"model":"x""#,
+            "{\"model\":\"m\u{e9}\",\"cl\u{e9}\":\"\u{e9}\"}".as_bytes(),
+            "{\"model\":\"a\tb\"}".as_bytes(),
+            "\u{a0}{\"model\":\"x\"}".as_bytes(),
+            " \n{\"model\":\"x\"}\r\n".as_bytes(),
+            br#"[{"model":"x"}]"#,
+            b"",
+        ];
+        let check = |b: &[u8]| {
+            assert_eq!(
+                model_of(b),
+                model_of_by_serde(b),
+                "{}",
+                String::from_utf8_lossy(b)
+            )
+        };
+        for c in cases {
+            check(c);
+            for cut in 0..c.len() {
+                check(&c[..cut]);
+                check(&c[cut..]);
+            }
+            for at in 0..c.len() {
+                for &x in b"\"\\{}[],: 0-.emn\x01\xff" {
+                    let mut m = c.to_vec();
+                    m[at] = x;
+                    check(&m);
+                }
+            }
+        }
+        // Random edits (fixed-seed xorshift): insertions, deletions, replacements.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let bytes = b"\"\\{}[],: 019-.enmodl\x00\x1f\xc3\xa9\xff";
+        for _ in 0..20_000 {
+            let mut m = cases[next(cases.len())].to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(m.len() + 1);
+                let b = bytes[next(bytes.len())];
+                match next(3) {
+                    0 => m.insert(at, b),
+                    1 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    _ if at < m.len() => m[at] = b,
+                    _ => m.push(b),
+                }
+            }
+            check(&m);
+        }
+        // The ordinary request is answered by the scan itself.
+        assert_eq!(top_level_model(cases[0]), Ok(Some("bench-model")));
+        assert_eq!(top_level_model(cases[1]), Ok(Some("m")));
+        assert_eq!(top_level_model(cases[2]), Ok(Some("top")));
+        let deep = format!(
+            "{{\"model\":\"x\",\"a\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        check(deep.as_bytes());
+        assert!(top_level_model(deep.as_bytes()).is_err());
+    }
+
     #[test]
     fn rewrite_keeps_every_other_value_byte_for_byte() {
         let body = br#"{"model":"fast","temperature":0.30000000000000004,"n":12345678901234567890123,"messages":[{"content":"\u00e9"}]}"#;
@@ -246,5 +375,10 @@ mod tests {
             assert!(has_ambiguous_segments(p), "{p}");
         }
         assert!(!has_ambiguous_segments("/v1/chat/completions"));
+        assert!(!has_ambiguous_segments("/v1/files/file-abc.jsonl"));
+        assert!(!has_ambiguous_segments("/v1/x%20y"));
+        assert!(has_ambiguous_segments("\\"));
+        assert!(has_ambiguous_segments("."));
+        assert!(has_ambiguous_segments("%2E"));
     }
 }

@@ -117,7 +117,11 @@ impl Budgets {
 
 /// The counter's name: `org/project@YYYY-MM` (also its Redis key suffix).
 pub fn spend_key(project: &str, month: Month) -> String {
-    format!("{project}@{}", month.label())
+    let mut key = String::with_capacity(project.len() + 8);
+    key.push_str(project);
+    key.push('@');
+    month.push_label(&mut key);
+    key
 }
 
 /// The refusal for `project` in `month`.

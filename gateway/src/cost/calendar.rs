@@ -39,7 +39,24 @@ impl Month {
 
     /// `YYYY-MM`.
     pub fn label(self) -> String {
-        format!("{:04}-{:02}", self.year, self.month)
+        let mut out = String::with_capacity(7);
+        self.push_label(&mut out);
+        out
+    }
+
+    /// Appends `YYYY-MM` to `out` (the spend key of every budgeted request: no `format!`).
+    pub fn push_label(self, out: &mut String) {
+        match (u16::try_from(self.year), u8::try_from(self.month)) {
+            (Ok(year @ 0..=9999), Ok(month @ 0..=99)) => {
+                for d in [year / 1000, year / 100 % 10, year / 10 % 10, year % 10] {
+                    out.push(char::from(b'0' + d as u8));
+                }
+                out.push('-');
+                out.push(char::from(b'0' + month / 10));
+                out.push(char::from(b'0' + month % 10));
+            }
+            _ => out.push_str(&format!("{:04}-{:02}", self.year, self.month)),
+        }
     }
 }
 
@@ -95,5 +112,20 @@ mod tests {
         assert_eq!(Month::of(0).label(), "1970-01");
         assert_eq!(Month::of(951_782_400).label(), "2000-02"); // 2000-02-29
         assert_eq!(Month::of(1_796_083_199).label(), "2026-11");
+        for (year, month) in [
+            (0, 1),
+            (7, 9),
+            (999, 10),
+            (2026, 12),
+            (9999, 12),
+            (10_000, 1),
+            (-1, 3),
+        ] {
+            assert_eq!(
+                Month { year, month }.label(),
+                format!("{year:04}-{month:02}"),
+                "{year} {month}"
+            );
+        }
     }
 }

@@ -67,15 +67,40 @@ impl RateHeaders {
 
 /// A duration in OpenAI's header style: `250ms`, `17s`, `1m0s`.
 pub fn reset_text(ms: u64) -> String {
+    // Written digit by digit: `format!` costs more than the rest of the header.
+    let mut out = String::with_capacity(24);
     if ms < 1000 {
-        format!("{ms}ms")
+        push_decimal(&mut out, ms);
+        out.push_str("ms");
     } else {
         let secs = ms.div_ceil(1000);
         if secs < 60 {
-            format!("{secs}s")
+            push_decimal(&mut out, secs);
         } else {
-            format!("{}m{}s", secs / 60, secs % 60)
+            push_decimal(&mut out, secs / 60);
+            out.push('m');
+            push_decimal(&mut out, secs % 60);
         }
+        out.push('s');
+    }
+    out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -88,5 +113,18 @@ mod tests {
         assert_eq!(reset_text(250), "250ms");
         assert_eq!(reset_text(16_200), "17s");
         assert_eq!(reset_text(60_000), "1m0s");
+        assert_eq!(reset_text(0), "0ms");
+        assert_eq!(reset_text(999), "999ms");
+        assert_eq!(reset_text(1000), "1s");
+        assert_eq!(reset_text(59_001), "1m0s");
+        assert_eq!(reset_text(3_599_999), "60m0s");
+        assert_eq!(
+            reset_text(u64::MAX),
+            format!(
+                "{}m{}s",
+                u64::MAX.div_ceil(1000) / 60,
+                u64::MAX.div_ceil(1000) % 60
+            )
+        );
     }
 }

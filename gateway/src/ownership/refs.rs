@@ -39,21 +39,44 @@ pub struct BodyRefs {
     type_is_tool_use: bool,
 }
 
-/// Finders for every key above (with its closing quote) and for `\u`, built once.
-static NEEDLES: std::sync::LazyLock<Vec<memmem::Finder<'static>>> =
+/// Every key a body may name an object by: the keys above and `store`.
+fn keys() -> impl Iterator<Item = &'static str> {
+    ONE.iter().chain(MANY).chain(&["store"]).copied()
+}
+
+/// Finders for the keys without an underscore (with their closing quote), built once. The
+/// others are found from the underscores of the body (few, in plain inference bodies).
+static PLAIN_KEYS: std::sync::LazyLock<Vec<memmem::Finder<'static>>> =
     std::sync::LazyLock::new(|| {
-        ONE.iter()
-            .chain(MANY)
-            .chain(&["store"])
+        keys()
+            .filter(|k| !k.contains('_'))
             .map(|k| memmem::Finder::new(format!("{k}\"").as_bytes()).into_owned())
-            .chain(std::iter::once(memmem::Finder::new(b"\\u").into_owned()))
             .collect()
     });
 
 /// Whether the body may name an object: a quick scan that spares plain inference bodies a
-/// parse. A key spelled with `\u` escapes is caught by looking for any `\u` at all.
+/// parse. True exactly when the body contains a key (or `store`) followed by its closing
+/// quote, or any `\u` (a key spelled with escapes). One pass over the underscores and
+/// backslashes of the body checks the keys that have an underscore (most) and `\u`; a
+/// substring search each finds the three that have none.
 fn may_reference(body: &[u8]) -> bool {
-    NEEDLES.iter().any(|f| f.find(body).is_some())
+    let named_at = |at: usize| {
+        keys().filter(|k| k.contains('_')).any(|k| {
+            k.bytes().enumerate().any(|(j, b)| {
+                b == b'_'
+                    && at >= j
+                    && body[at - j..].starts_with(k.as_bytes())
+                    && body.get(at - j + k.len()) == Some(&b'"')
+            })
+        })
+    };
+    memchr::memchr2_iter(b'_', b'\\', body).any(|at| {
+        if body[at] == b'\\' {
+            body.get(at + 1) == Some(&b'u')
+        } else {
+            named_at(at)
+        }
+    }) || PLAIN_KEYS.iter().any(|f| f.find(body).is_some())
 }
 
 /// Scans a request body (not a multipart form). The walk streams through the JSON without
@@ -297,6 +320,62 @@ mod tests {
         scan(body.as_bytes())
             .map(|r| r.ids)
             .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    /// The quick scan's definition: a substring search for every key with its closing quote,
+    /// and for `\u`.
+    fn may_reference_by_search(body: &[u8]) -> bool {
+        ONE.iter()
+            .chain(MANY)
+            .chain(&["store"])
+            .map(|k| format!("{k}\""))
+            .chain(std::iter::once("\\u".to_owned()))
+            .any(|n| memchr::memmem::find(body, n.as_bytes()).is_some())
+    }
+
+    #[test]
+    fn the_quick_scan_finds_exactly_what_a_search_for_each_key_finds() {
+        let mut cases: Vec<Vec<u8>> = [
+            &br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#[..],
+            br#"{"store":true}"#,
+            br#"store""#,
+            br#"""#,
+            br#"\"#,
+            br#"\u"#,
+            br#"x\\u"#,
+            br#"x\\"u"#,
+            br#"{"a":"file_id"}"#,
+            br#"{"a":"file_id\""}"#,
+            br#"{"a":"file_i"d"}"#,
+            br#"{"stores":1,"restore":2}"#,
+            br#"{"x_container":1}"#,
+            br#"{"conversation_id":1}"#,
+            br#"{"file_ids_x":[]}"#,
+            br#"{"vector_store_ids":["vs_1"]}"#,
+            br#"{"content":"\n\t\"quoted\" \\ end"}"#,
+            b"",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        for k in ONE.iter().chain(MANY).chain(&["store"]) {
+            let body = format!(r#"{{"a":1,"{k}":"v"}}"#);
+            for cut in 0..=body.len() {
+                cases.push(body.as_bytes()[..cut].to_vec());
+                cases.push(body.as_bytes()[cut..].to_vec());
+            }
+            // The key without its closing quote, and with a byte between.
+            cases.push(format!(r#"{{"{k}x":1}}"#).into_bytes());
+            cases.push(k.as_bytes().to_vec());
+        }
+        for c in &cases {
+            assert_eq!(
+                may_reference(c),
+                may_reference_by_search(c),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
     }
 
     #[test]

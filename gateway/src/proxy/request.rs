@@ -18,6 +18,10 @@ use crate::routing::{self, Surface};
 use crate::state::ActiveConfig;
 use crate::{auth, body, default_provider, endpoints, isolation};
 
+/// Header names read on every request, prebuilt (a `&str` name is parsed on every lookup).
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static ANTHROPIC_VERSION: http::HeaderName = http::HeaderName::from_static("anthropic-version");
+
 /// Returns `Ok(true)` when the gateway answered the request itself.
 pub async fn request_filter(
     gw: &Gateway,
@@ -28,7 +32,7 @@ pub async fn request_filter(
         session
             .req_header()
             .headers
-            .get("x-request-id")
+            .get(&X_REQUEST_ID)
             .map(|v| v.as_bytes()),
     );
     // Kept-alive connections idle out after `server.idle_timeout_seconds` (Pingora's own
@@ -121,7 +125,7 @@ async fn admit(
     ctx.has_anthropic_version = session
         .req_header()
         .headers
-        .contains_key("anthropic-version");
+        .contains_key(&ANTHROPIC_VERSION);
 
     let req = session.req_header();
     let path = req.uri.path();

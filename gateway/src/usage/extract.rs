@@ -13,31 +13,31 @@ use serde::Deserialize;
 
 use super::Usage;
 
-#[derive(Deserialize, Default)]
-struct Details {
+#[derive(Deserialize, Default, Debug, PartialEq)]
+pub(super) struct Details {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(super) cached_tokens: Option<u64>,
 }
 
 /// Every usage field either shape may carry.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 pub struct RawUsage {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(super) prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(super) completion_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<Details>,
+    pub(super) prompt_tokens_details: Option<Details>,
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub(super) input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
     #[serde(default)]
-    input_tokens_details: Option<Details>,
+    pub(super) input_tokens_details: Option<Details>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    pub(super) cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(super) cache_creation_input_tokens: Option<u64>,
 }
 
 /// Which convention `input_tokens` follows.
@@ -93,7 +93,7 @@ impl RawUsage {
 }
 
 /// The fields of a whole JSON response, or of one SSE event's data, that matter here.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 pub struct Body {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
@@ -113,8 +113,15 @@ pub struct Body {
 }
 
 impl Body {
-    /// Parses a JSON document; `None` when it is not a JSON object.
+    /// Parses a JSON document; `None` when it is not a JSON object. A one-pass scan of the
+    /// top level answers when it can be sure of serde's answer (every provider's ordinary
+    /// response); anything else gets the full parse.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
+        super::top_level::parse(bytes).or_else(|| Self::parse_full(bytes))
+    }
+
+    /// The full serde parse (the definition [`Body::parse`] keeps to).
+    pub fn parse_full(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
     }
 

@@ -11,6 +11,7 @@
 //!   encodings (`br`, `zstd`, `deflate`) are not counted: usage stays unknown and is logged.
 
 use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 
 use super::extract::{self, Body, Dialect};
@@ -78,32 +79,38 @@ impl UsageMeter {
     /// Decides how to read the body from the response head (and drops `Content-Length` when
     /// the gateway will remove an event from it).
     pub fn on_head(&mut self, resp: &mut ResponseHeader) {
-        let header = |name: &str| {
+        // Prebuilt names and case-insensitive comparisons: no name parsed and no lowercase
+        // copy made per response.
+        let value = |name: &HeaderName| {
             resp.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_ascii_lowercase())
+                .map(str::trim)
         };
-        let content_type = header("content-type").unwrap_or_default();
-        match header("content-encoding").as_deref() {
-            None | Some("") | Some("identity") => {}
-            Some("gzip") | Some("x-gzip") => {
-                self.gunzip = Some(flate2::write::GzDecoder::new(Vec::new()));
-                // The stream is compressed: events cannot be removed from it.
-                self.strip_usage_chunk = false;
-            }
-            Some(_) => {
-                self.mode = Mode::Off;
-                self.uncounted = Some("unsupported_content_encoding");
-                return;
-            }
+        let content_type = value(&header::CONTENT_TYPE).unwrap_or_default().as_bytes();
+        let is_sse = content_type
+            .get(..17)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
+        let is_json = content_type
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"));
+        let encoding = value(&header::CONTENT_ENCODING);
+        let is = |e: &str| encoding.is_some_and(|v| v.eq_ignore_ascii_case(e));
+        if is("gzip") || is("x-gzip") {
+            self.gunzip = Some(flate2::write::GzDecoder::new(Vec::new()));
+            // The stream is compressed: events cannot be removed from it.
+            self.strip_usage_chunk = false;
+        } else if !(encoding.is_none() || is("") || is("identity")) {
+            self.mode = Mode::Off;
+            self.uncounted = Some("unsupported_content_encoding");
+            return;
         }
-        self.mode = if content_type.starts_with("text/event-stream") {
+        self.mode = if is_sse {
             if self.strip_usage_chunk {
-                resp.remove_header("content-length");
+                resp.remove_header(&header::CONTENT_LENGTH);
             }
             Mode::Sse(SseParser::new(self.strip_usage_chunk))
-        } else if content_type.contains("json") {
+        } else if is_json {
             Mode::Json {
                 buf: Vec::new(),
                 truncated: false,
@@ -333,6 +340,57 @@ mod tests {
         assert_eq!(m.usage.map(|u| (u.input, u.output)), Some((5, 4)));
         assert!(m.complete);
         assert_eq!(m.model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn the_head_decides_the_mode_case_insensitively() {
+        let mode = |ct: &str, enc: Option<&str>| {
+            let mut m = UsageMeter::new(Dialect::OpenAi, true);
+            let mut h = head(ct, enc);
+            m.on_head(&mut h);
+            let kind = match m.mode {
+                Mode::Sse(_) => "sse",
+                Mode::Json { .. } => "json",
+                Mode::Off => "off",
+                Mode::Pending => "pending",
+            };
+            (kind, m.gunzip.is_some(), m.uncounted)
+        };
+        assert_eq!(mode("text/event-stream", None), ("sse", false, None));
+        assert_eq!(
+            mode(" Text/Event-Stream; charset=utf-8", None),
+            ("sse", false, None)
+        );
+        assert_eq!(
+            mode("text/event-strea", None),
+            ("off", false, Some("not_json_or_sse"))
+        );
+        assert_eq!(
+            mode("application/JSON", Some("IDENTITY")),
+            ("json", false, None)
+        );
+        assert_eq!(
+            mode("application/problem+json", Some("")),
+            ("json", false, None)
+        );
+        assert_eq!(
+            mode("application/json", Some(" X-GZip ")),
+            ("json", true, None)
+        );
+        assert_eq!(
+            mode("application/json", Some("br")),
+            ("off", false, Some("unsupported_content_encoding"))
+        );
+        assert_eq!(
+            mode("text/plain", None),
+            ("off", false, Some("not_json_or_sse"))
+        );
+        // Stripping the usage chunk drops Content-Length from an event stream.
+        let mut m = UsageMeter::new(Dialect::OpenAi, true);
+        let mut h = head("text/event-stream", None);
+        let _ = h.insert_header("content-length", "10");
+        m.on_head(&mut h);
+        assert!(h.headers.get("content-length").is_none());
     }
 
     #[test]

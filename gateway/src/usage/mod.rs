@@ -7,6 +7,7 @@ pub mod extract;
 pub mod meter;
 pub mod request;
 pub mod sse;
+mod top_level;
 
 pub use meter::UsageMeter;
 

@@ -26,15 +26,22 @@ pub fn needs_usage_option(path: &str) -> bool {
     p.ends_with("/chat/completions") || p.ends_with("/v1/completions")
 }
 
+/// Whether `body` spells `stream`, or holds a `\u` escape. The finder is built once, and a
+/// `\u` is looked for at each backslash (few in a body): no searcher set up per request.
+fn may_name_stream(body: &[u8]) -> bool {
+    static STREAM: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"stream"));
+    STREAM.find(body).is_some()
+        || memchr::memchr_iter(b'\\', body).any(|at| body.get(at + 1) == Some(&b'u'))
+}
+
 /// For a streamed request that did not ask for usage: the body with
 /// `stream_options.include_usage: true` added (other stream options kept). `None` when the
 /// body is not a stream, already asks, or is not a JSON object.
 pub fn with_usage_option(body: &[u8]) -> Option<Bytes> {
     // Most requests do not stream: a body that never spells `stream` (nor any `\u` escape,
     // which could spell the key) cannot ask for it, and is spared a second parse.
-    if memchr::memmem::find(body, b"stream").is_none()
-        && memchr::memmem::find(body, b"\\u").is_none()
-    {
+    if !may_name_stream(body) {
         return None;
     }
     let fields: StreamFields = serde_json::from_slice(body).ok()?;
@@ -76,6 +83,20 @@ mod tests {
                 .is_none()
         );
         assert!(with_usage_option(b"[]").is_none());
+        for (body, may) in [
+            (&br#"{"stream":true}"#[..], true),
+            (br#"{"a":"\u0073"}"#, true),
+            (br#"{"a":"\\u"}"#, true),
+            (br#"{"a":"\\"}"#, false),
+            (br#"{"a":"strea"}"#, false),
+            (br#"\"#, false),
+            (b"", false),
+        ] {
+            let by_search = memchr::memmem::find(body, b"stream").is_some()
+                || memchr::memmem::find(body, b"\\u").is_some();
+            assert_eq!(may_name_stream(body), may, "{body:?}");
+            assert_eq!(by_search, may, "{body:?}");
+        }
         // A key spelled with escapes is still read (the quick check looks for `\u`).
         assert!(with_usage_option(br#"{"model":"m","str\u0065am":true}"#).is_some());
         assert!(needs_usage_option("/v1/chat/completions"));

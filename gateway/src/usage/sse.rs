@@ -78,8 +78,8 @@ impl SseParser {
             if i == 0 {
                 self.dispatch(out);
             } else if !self.skipping {
-                let line = self.buf[line_start..line_start + i].to_vec();
-                self.field(&line);
+                let line = &self.buf[line_start..line_start + i];
+                field(line, &mut self.event, &mut self.data, &mut self.has_data);
             }
         }
         if self.buf.len() > MAX_EVENT_BYTES {
@@ -143,32 +143,42 @@ impl SseParser {
             event,
         });
     }
+}
 
-    fn field(&mut self, line: &[u8]) {
-        if line[0] == b':' {
-            return; // comment
+/// One field line of the event being read (`line` is not empty).
+fn field(line: &[u8], event: &mut String, data: &mut String, has_data: &mut bool) {
+    if line[0] == b':' {
+        return; // comment
+    }
+    let (name, value) = match line.iter().position(|&b| b == b':') {
+        Some(c) => {
+            let v = &line[c + 1..];
+            (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(c) => {
-                let v = &line[c + 1..];
-                (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
+        None => (line, &b""[..]),
+    };
+    match name {
+        b"data" => {
+            if *has_data {
+                data.push('\n');
             }
-            None => (line, &b""[..]),
-        };
-        match name {
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(&String::from_utf8_lossy(value));
-                self.has_data = true;
-            }
-            b"event" => {
-                self.event.clear();
-                self.event.push_str(&String::from_utf8_lossy(value));
-            }
-            _ => {}
+            push_lossy(data, value);
+            *has_data = true;
         }
+        b"event" => {
+            event.clear();
+            push_lossy(event, value);
+        }
+        _ => {}
+    }
+}
+
+/// Appends `bytes` as `String::from_utf8_lossy` reads them, checking valid UTF-8 (the usual
+/// case) with the fast `str::from_utf8` first.
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -214,6 +224,18 @@ mod tests {
         }
         let bytewise: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(run(&bytewise), whole);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_as_from_utf8_lossy_does() {
+        let (events, _) = run(&[b"event: e\xffx\ndata: a\xff\xfeb\ndata: \xe2\x82\n\n"]);
+        assert_eq!(
+            events,
+            vec![SseEvent {
+                event: String::from_utf8_lossy(b"e\xffx").into_owned(),
+                data: String::from_utf8_lossy(b"a\xff\xfeb\n\xe2\x82").into_owned(),
+            }]
+        );
     }
 
     #[test]
