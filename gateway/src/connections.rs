@@ -2,6 +2,8 @@
 //!
 //! - a cap on concurrent connections per listener (and optionally per source address):
 //!   past it a new connection is closed at once, before a byte is read;
+//! - on the TLS listener, the TLS handshake itself (see [`crate::downstream_tls`]), spending
+//!   from the first head's deadline;
 //! - a total deadline for each request head, however slowly the client trickles it: from
 //!   accept for the first request, from the first byte for the next ones on a kept-alive
 //!   connection (the idle wait between requests is Pingora's keep-alive timeout, which the
@@ -180,6 +182,8 @@ struct Shared {
 pub struct Guarded<A> {
     inner: Arc<A>,
     shared: Arc<Shared>,
+    /// TLS terminated here, within the head deadline (see [`crate::downstream_tls`]).
+    tls: Option<Arc<pingora::tls::ssl::SslAcceptor>>,
 }
 
 impl<A> Guarded<A> {
@@ -197,7 +201,15 @@ impl<A> Guarded<A> {
                 open: AtomicUsize::new(0),
                 per_source,
             }),
+            tls: None,
         }
+    }
+
+    /// Terminates TLS with `acceptor` for every admitted connection, before its first head
+    /// and within the same deadline.
+    pub fn with_tls(mut self, acceptor: Arc<pingora::tls::ssl::SslAcceptor>) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// The wrapped application (to set its options before the service starts).
@@ -301,7 +313,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 return None; // dropping the stream closes it
             }
         };
-        let guarded: Stream = Box::new(GuardedStream::new(stream, self.shared.clone(), permit));
+        // The head deadline runs from accept; a TLS handshake spends from the same budget.
+        let deadline = tokio::time::Instant::now() + self.shared.limits.head_timeout;
+        let stream = match &self.tls {
+            None => stream,
+            Some(acceptor) => {
+                let within = self.shared.limits.head_timeout;
+                match crate::downstream_tls::handshake(acceptor, stream, within).await {
+                    Ok(tls) => tls,
+                    Err(failure) => {
+                        self.count_handshake_failure(&failure);
+                        return None;
+                    }
+                }
+            }
+        };
+        let guarded: Stream = Box::new(GuardedStream::new(
+            stream,
+            self.shared.clone(),
+            permit,
+            deadline,
+        ));
         // HTTP apps loop over kept-alive requests themselves and never hand a stream back;
         // one that did would be closed here rather than re-admitted without a permit.
         let _ = self.inner.process_new(guarded, shutdown).await;
@@ -310,6 +342,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+impl<A> Guarded<A> {
+    fn count_handshake_failure(&self, failure: &crate::downstream_tls::HandshakeFailure) {
+        use crate::downstream_tls::HandshakeFailure;
+        let listener = self.shared.limits.name;
+        let m = &self.shared.metrics;
+        match failure {
+            HandshakeFailure::Timeout => {
+                m.timeouts.with_label_values(&[listener, "handshake"]).inc();
+                tracing::debug!(listener, phase = "handshake", "client too slow: connection closed");
+            }
+            HandshakeFailure::Error(e) => {
+                m.tls_handshake_errors.inc();
+                // The error's type only: its text can quote what the client sent.
+                tracing::debug!(listener, error = ?e.etype(), "TLS handshake failed");
+            }
+        }
     }
 }
 
@@ -355,13 +406,19 @@ impl fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, shared: Arc<Shared>, permit: Permit) -> Self {
+    /// `deadline`: when the first head must be complete (the head timeout after accept).
+    fn new(
+        inner: Stream,
+        shared: Arc<Shared>,
+        permit: Permit,
+        deadline: tokio::time::Instant,
+    ) -> Self {
         let phase = if matches!(inner.selected_alpn_proto(), Some(ALPN::H2)) {
             Phase::Off
         } else {
             Phase::Head
         };
-        let deadline = Box::pin(tokio::time::sleep(shared.limits.head_timeout));
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
         Self {
             inner,
             shared,

@@ -19,6 +19,7 @@ pub mod connections;
 pub mod control_plane;
 pub mod cost;
 pub mod default_provider;
+pub mod downstream_tls;
 pub mod drain;
 pub mod endpoints;
 pub mod governance;

@@ -238,34 +238,23 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
     opts.h2c = s.h2c;
     opts.h2_idle_timeout = Some(Duration::from_secs(s.idle_timeout_seconds));
     proxy_app.server_options = Some(opts);
-    let mut proxy = Service::new(
-        "gateway".to_owned(),
-        Guarded::new(
-            proxy_app,
-            listener_limits(listener, max_connections, s.max_connections_per_source),
-            conn_metrics.clone(),
-        ),
+    let mut guarded_proxy = Guarded::new(
+        proxy_app,
+        listener_limits(listener, max_connections, s.max_connections_per_source),
+        conn_metrics.clone(),
     );
+    // TLS is terminated by the connection guard, not Pingora's listener: the handshake then
+    // counts against the connection cap and spends from the head deadline (see
+    // `downstream_tls`). The listener itself is plain TCP either way.
+    if let Some(tls) = &s.tls {
+        let acceptor = crate::downstream_tls::acceptor(&tls.cert_path, &tls.key_path)
+            .context("loading the TLS certificate and key")?;
+        guarded_proxy = guarded_proxy.with_tls(acceptor);
+    }
+    let mut proxy = Service::new("gateway".to_owned(), guarded_proxy);
     // Each client connection's read buffer (Pingora's default is 64 KiB; see the setting).
     let read_buffer = L4BufferSettings::new(s.read_buffer_bytes, DEFAULT_L4_WRITE_BUFFER_SIZE);
-    match &s.tls {
-        Some(tls) => {
-            let cert = tls
-                .cert_path
-                .to_str()
-                .context("tls.cert_path is not UTF-8")?;
-            let key = tls.key_path.to_str().context("tls.key_path is not UTF-8")?;
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
-                .context("loading the TLS certificate and key")?;
-            settings.enable_h2();
-            proxy.add_listener(
-                ListenerConfig::tcp(s.listen.as_str())
-                    .tls(settings)
-                    .l4_buffer(read_buffer),
-            );
-        }
-        None => proxy.add_listener(ListenerConfig::tcp(s.listen.as_str()).l4_buffer(read_buffer)),
-    }
+    proxy.add_listener(ListenerConfig::tcp(s.listen.as_str()).l4_buffer(read_buffer));
 
     let mut admin = Service::new(
         "admin".to_owned(),

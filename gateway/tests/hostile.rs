@@ -510,3 +510,49 @@ async fn failed_tls_handshakes_are_counted_and_not_logged_at_error() {
     assert_eq!(up.count(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_tls_handshake_is_cut_at_the_head_deadline_and_counted() {
+    let up = MockUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("gw-hostile-tls-slow-{}", std::process::id()));
+    let lines = format!("{}{}", server(""), tls_server_lines(&dir));
+    let gw = GatewayProc::start_with(&standard_config(up.addr), &lines).await;
+    // One client says nothing; the other sends the first bytes of a ClientHello and stalls.
+    // Pingora's own listener would have held both for 60 s.
+    let mut silent = connect(gw.port).await;
+    let mut stalled = connect(gw.port).await;
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
+    for s in [&mut silent, &mut stalled] {
+        let (_, after) = read_to_close(s, Duration::from_secs(5)).await;
+        assert!(
+            after >= Duration::from_millis(800) && after < Duration::from_millis(3000),
+            "closed after {after:?}"
+        );
+    }
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_client_timeouts_total{listener=\"tls\",phase=\"handshake\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    no_error_lines(&gw);
+    // A real client still gets through, over HTTP/1.1 and HTTP/2.
+    for flag in ["--http1.1", "--http2"] {
+        let url = gw.url("/v1/models").replacen("http://", "https://", 1);
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sk", flag, "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .arg(format!("authorization: Bearer {DEMO_KEY}"))
+                .arg(url)
+                .output()
+                .expect("curl is needed for the TLS test")
+        })
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{flag}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
