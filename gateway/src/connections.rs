@@ -353,7 +353,11 @@ impl<A> Guarded<A> {
         match failure {
             HandshakeFailure::Timeout => {
                 m.timeouts.with_label_values(&[listener, "handshake"]).inc();
-                tracing::debug!(listener, phase = "handshake", "client too slow: connection closed");
+                tracing::debug!(
+                    listener,
+                    phase = "handshake",
+                    "client too slow: connection closed"
+                );
             }
             HandshakeFailure::Error(e) => {
                 m.tls_handshake_errors.inc();

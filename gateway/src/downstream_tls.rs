@@ -63,8 +63,11 @@ fn prefer_h2<'a>(_: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnErro
     if !well_formed(offered) {
         return Err(AlpnError::NOACK);
     }
-    ssl::select_next_proto(ALPN::H2H1.to_wire_preference(), offered).ok_or(AlpnError::NOACK)
+    ssl::select_next_proto(H2_THEN_HTTP1, offered).ok_or(AlpnError::NOACK)
 }
+
+/// Our preference in ALPN's wire form: `h2`, then `http/1.1` (Pingora's `ALPN::H2H1`).
+const H2_THEN_HTTP1: &[u8] = b"\x02h2\x08http/1.1";
 
 /// A non-empty list of non-empty, length-prefixed protocol names that ends exactly.
 fn well_formed(mut list: &[u8]) -> bool {
