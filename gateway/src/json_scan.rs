@@ -366,6 +366,42 @@ pub fn once<T>(slot: &mut Option<T>, value: T) -> Scan<()> {
     Ok(())
 }
 
+/// Random edits of `cases` for tests that compare a scan with serde: `rounds` times, a case
+/// with one to three bytes of `alphabet` inserted, deleted or replaced (a fixed-seed xorshift,
+/// so a failure repeats), handed to `check`.
+#[cfg(test)]
+pub(crate) fn random_edits(
+    cases: &[&[u8]],
+    alphabet: &[u8],
+    seed: u64,
+    rounds: usize,
+    mut check: impl FnMut(&[u8]),
+) {
+    let mut state = seed;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for _ in 0..rounds {
+        let mut m = cases[next(cases.len())].to_vec();
+        for _ in 0..1 + next(3) {
+            let at = next(m.len() + 1);
+            let b = alphabet[next(alphabet.len())];
+            match next(3) {
+                0 => m.insert(at, b),
+                1 if at < m.len() => {
+                    m.remove(at);
+                }
+                _ if at < m.len() => m[at] = b,
+                _ => m.push(b),
+            }
+        }
+        check(&m);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

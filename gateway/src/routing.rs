@@ -288,31 +288,14 @@ mod tests {
                 }
             }
         }
-        // Random edits (fixed-seed xorshift): insertions, deletions, replacements.
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
-        let bytes = b"\"\\{}[],: 019-.enmodl\x00\x1f\xc3\xa9\xff";
-        for _ in 0..20_000 {
-            let mut m = cases[next(cases.len())].to_vec();
-            for _ in 0..1 + next(3) {
-                let at = next(m.len() + 1);
-                let b = bytes[next(bytes.len())];
-                match next(3) {
-                    0 => m.insert(at, b),
-                    1 if at < m.len() => {
-                        m.remove(at);
-                    }
-                    _ if at < m.len() => m[at] = b,
-                    _ => m.push(b),
-                }
-            }
-            check(&m);
-        }
+        // Random edits: insertions, deletions, replacements.
+        crate::json_scan::random_edits(
+            cases,
+            b"\"\\{}[],: 019-.enmodl\x00\x1f\xc3\xa9\xff",
+            0x2545_f491_4f6c_dd1d,
+            20_000,
+            |m| check(m),
+        );
         // The ordinary request is answered by the scan itself.
         assert_eq!(top_level_model(cases[0]), Ok(Some("bench-model")));
         assert_eq!(top_level_model(cases[1]), Ok(Some("m")));

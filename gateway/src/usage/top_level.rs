@@ -313,33 +313,20 @@ mod tests {
 
     #[test]
     fn random_edits_agree_with_serde() {
-        // A fixed-seed xorshift: a few random insertions, deletions and replacements of
-        // JSON-significant bytes per case, many cases.
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
-        let bytes = b"\"\\{}[],: 0123456789-+.eEntrufals\x00\x1f\x7f\xc3\xa9\xff";
-        let inputs: Vec<&str> = SHAPES.iter().chain(ADVERSARIAL).copied().collect();
-        for _ in 0..20_000 {
-            let mut m = inputs[next(inputs.len())].as_bytes().to_vec();
-            for _ in 0..1 + next(3) {
-                let at = next(m.len() + 1);
-                let b = bytes[next(bytes.len())];
-                match next(3) {
-                    0 => m.insert(at, b),
-                    1 if at < m.len() => {
-                        m.remove(at);
-                    }
-                    _ if at < m.len() => m[at] = b,
-                    _ => m.push(b),
-                }
-            }
-            check(&m);
-        }
+        // A few random insertions, deletions and replacements of JSON-significant bytes per
+        // case, many cases.
+        let inputs: Vec<&[u8]> = SHAPES
+            .iter()
+            .chain(ADVERSARIAL)
+            .map(|s| s.as_bytes())
+            .collect();
+        crate::json_scan::random_edits(
+            &inputs,
+            b"\"\\{}[],: 0123456789-+.eEntrufals\x00\x1f\x7f\xc3\xa9\xff",
+            0x9e37_79b9_7f4a_7c15,
+            20_000,
+            check,
+        );
     }
 
     #[test]
