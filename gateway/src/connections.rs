@@ -68,7 +68,7 @@ pub struct ConnMetrics {
     pub refused: IntCounterVec,
     /// Connections open now, by listener.
     pub open: IntGaugeVec,
-    /// TLS handshakes that failed (counted from Pingora's log line; see `pingora_log`).
+    /// TLS handshakes that failed (see `downstream_tls`).
     pub tls_handshake_errors: IntCounter,
     /// Pingora's upstream pool race, recovered by a new connection (see `pingora_log`).
     pub upstream_pool_races: IntCounter,
@@ -127,15 +127,6 @@ impl ConnMetrics {
             tls_handshake_errors,
             upstream_pool_races,
         })
-    }
-
-    /// Where [`crate::pingora_log`] counts Pingora's quieted lines.
-    pub fn pingora_counters(&self) -> crate::pingora_log::Counters {
-        crate::pingora_log::Counters {
-            handshake_timeouts: self.timeouts.with_label_values(&["tls", "handshake"]),
-            handshake_errors: self.tls_handshake_errors.clone(),
-            upstream_pool_races: self.upstream_pool_races.clone(),
-        }
     }
 }
 

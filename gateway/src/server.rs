@@ -49,7 +49,7 @@ pub fn run(config_path: &Path, file: GatewayFile) -> anyhow::Result<()> {
         "connection limits"
     );
     let conn_metrics = crate::connections::ConnMetrics::register(metrics.registry())?;
-    crate::pingora_log::count_into(conn_metrics.pingora_counters());
+    crate::pingora_log::count_into(conn_metrics.upstream_pool_races.clone());
     let head_caps = crate::proxy::errors::HeadCaps {
         max_url_bytes: s.max_url_bytes,
         max_head_bytes: s.max_request_head_bytes,
