@@ -367,6 +367,36 @@ async fn http2_with_prior_knowledge_still_works_and_is_not_counted() {
     expect(admin, &want).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_at_the_idle_timeout_from_its_last_stream() {
+    let (env, admin) = start(false).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/healthz", env.server.url);
+    for _ in 0..2 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(
+            (r.version(), r.status().as_u16()),
+            (reqwest::Version::HTTP_2, 200)
+        );
+    }
+    // Two streams, one connection, now idle: past the head deadline it stays open...
+    tokio::time::sleep(Duration::from_secs(HEAD_TIMEOUT_SECS + 1)).await;
+    let mut want = counts("api", 0, 0, 0);
+    want.push((open("api"), 1));
+    expect(admin, &want).await;
+    // ...and the idle timeout closes it, counted once.
+    tokio::time::sleep(Duration::from_secs(IDLE_TIMEOUT_SECS - HEAD_TIMEOUT_SECS)).await;
+    let mut want = counts("api", 0, 1, 0);
+    want.push((open("api"), 0));
+    expect(admin, &want).await;
+    // The client simply connects again.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
 /// Over TLS, sends half a request head and waits; returns how long the server kept the
 /// connection open (blocking: run it off the runtime).
 fn tls_half_head(addr: SocketAddr) -> Duration {

@@ -50,7 +50,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // HTTP/2 has its own flow of streams and is left to hyper's HTTP/2 limits.
+        // HTTP/2 frames its own heads (hyper's HTTP/2 limits); only its idle time is ours.
         self.tracker
             .request_started(req.version() != Version::HTTP_2);
         let in_flight = InFlight(self.tracker.clone());

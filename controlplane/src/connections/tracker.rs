@@ -44,7 +44,13 @@ enum Phase {
     Busy { in_flight: usize },
     /// Kept alive with nothing in flight since `since`.
     Idle { since: Instant },
-    /// HTTP/2 or an upgraded connection: left to its own protocol's limits.
+    /// HTTP/2: heads are framed by the protocol (hyper's HTTP/2 limits); the connection is idle,
+    /// with the idle timeout running, from `idle_since` when its last stream finished.
+    Http2 {
+        in_flight: usize,
+        idle_since: Option<Instant>,
+    },
+    /// An upgraded connection: left to its own protocol's limits.
     Unwatched,
 }
 
@@ -86,14 +92,22 @@ impl State {
                 }
             }
             Phase::Head { since, .. } => self.phase = Phase::Head { since, bytes: true },
-            Phase::Busy { .. } | Phase::Unwatched => {}
+            // HTTP/2 control frames (pings, settings) do not make a connection busy.
+            Phase::Busy { .. } | Phase::Http2 { .. } | Phase::Unwatched => {}
         }
     }
 
     fn request_started(&mut self, watched: bool) {
         self.phase = match self.phase {
-            _ if !watched => Phase::Unwatched,
             Phase::Unwatched => Phase::Unwatched,
+            Phase::Http2 { in_flight, .. } => Phase::Http2 {
+                in_flight: in_flight.saturating_add(1),
+                idle_since: None,
+            },
+            _ if !watched => Phase::Http2 {
+                in_flight: 1,
+                idle_since: None,
+            },
             Phase::Busy { in_flight } => Phase::Busy {
                 in_flight: in_flight.saturating_add(1),
             },
@@ -114,6 +128,20 @@ impl State {
                 self.phase = Phase::Idle { since: now };
                 true
             }
+            Phase::Http2 { in_flight, .. } if in_flight > 1 => {
+                self.phase = Phase::Http2 {
+                    in_flight: in_flight - 1,
+                    idle_since: None,
+                };
+                false
+            }
+            Phase::Http2 { .. } => {
+                self.phase = Phase::Http2 {
+                    in_flight: 0,
+                    idle_since: Some(now),
+                };
+                true
+            }
             Phase::Head { .. } | Phase::Idle { .. } | Phase::Unwatched => false,
         }
     }
@@ -121,8 +149,12 @@ impl State {
     fn deadline(&self, d: &Deadlines) -> Option<(Instant, Wait)> {
         match self.phase {
             Phase::Head { since, .. } => Some((since + d.head, Wait::Head)),
-            Phase::Idle { since } => Some((since + d.idle, Wait::Idle)),
-            Phase::Busy { .. } | Phase::Unwatched => None,
+            Phase::Idle { since }
+            | Phase::Http2 {
+                idle_since: Some(since),
+                ..
+            } => Some((since + d.idle, Wait::Idle)),
+            Phase::Busy { .. } | Phase::Http2 { .. } | Phase::Unwatched => None,
         }
     }
 
@@ -339,19 +371,46 @@ mod tests {
     }
 
     #[test]
-    fn our_timeout_is_counted_as_fired_and_http2_is_left_alone() {
+    fn our_timeout_is_counted_as_fired() {
         let t0 = Instant::now();
         let mut s = State::new(t0);
         s.timed_out = Some(Wait::Head);
         assert_eq!(s.outcome(&D, t0), Some(Outcome::TimedOut(Wait::Head)));
+    }
 
+    #[test]
+    fn http2_is_idle_from_its_last_stream_and_control_frames_do_not_reset_it() {
+        let t0 = Instant::now();
         let mut s = State::new(t0);
         s.bytes_arrived(t0);
         s.request_started(false);
-        assert!(!s.request_finished(t0));
-        s.client_gone = true;
+        s.request_started(false);
         assert_eq!(s.deadline(&D), None);
-        assert_eq!(s.outcome(&D, secs(t0, 100)), None);
+        assert!(!s.request_finished(secs(t0, 1)));
+        assert_eq!(s.deadline(&D), None, "a stream still open");
+        assert!(s.request_finished(secs(t0, 2)));
+        assert_eq!(s.deadline(&D), Some((secs(t0, 8), Wait::Idle)));
+        s.bytes_arrived(secs(t0, 3)); // a PING
+        assert_eq!(s.deadline(&D), Some((secs(t0, 8), Wait::Idle)));
+        assert_eq!(
+            s.outcome(&D, secs(t0, 5)),
+            None,
+            "the client left while idle"
+        );
+        assert_eq!(
+            s.outcome(&D, secs(t0, 8)),
+            Some(Outcome::TimedOut(Wait::Idle))
+        );
+        // A new stream stops the idle clock.
+        s.request_started(false);
+        assert_eq!(s.deadline(&D), None);
+        // An upgraded connection stays unwatched.
+        let mut s = State::new(t0);
+        s.request_started(true);
+        s.phase = Phase::Unwatched;
+        s.request_started(false);
+        assert!(!s.request_finished(t0));
+        assert_eq!(s.deadline(&D), None);
     }
 
     #[test]
