@@ -28,12 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::{SslDigest, TlsRef};
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora::protocols::{Peek, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -611,60 +606,74 @@ impl Drop for GuardedStream {
     }
 }
 
-#[async_trait]
-impl Shutdown for GuardedStream {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
-    }
-}
+/// Implements Pingora's stream properties (shutdown, id, TLS, timing, proxy and socket
+/// digests) for a wrapper by forwarding each to its inner stream `$field`: the connection
+/// guard's [`GuardedStream`] and the TLS layer's plain stream only change how bytes are read.
+macro_rules! forward_stream_properties {
+    ($ty:ty, $field:tt) => {
+        #[async_trait::async_trait]
+        impl pingora::protocols::Shutdown for $ty {
+            async fn shutdown(&mut self) {
+                self.$field.shutdown().await;
+            }
+        }
 
-impl UniqueID for GuardedStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
+        impl pingora::protocols::UniqueID for $ty {
+            fn id(&self) -> pingora::protocols::UniqueIDType {
+                self.$field.id()
+            }
+        }
 
-impl Ssl for GuardedStream {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
+        impl pingora::protocols::Ssl for $ty {
+            fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+                self.$field.get_ssl()
+            }
+            fn get_ssl_digest(&self) -> Option<std::sync::Arc<pingora::protocols::tls::SslDigest>> {
+                self.$field.get_ssl_digest()
+            }
+            fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+                self.$field.selected_alpn_proto()
+            }
+        }
 
-impl GetTimingDigest for GuardedStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
+        impl pingora::protocols::GetTimingDigest for $ty {
+            fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+                self.$field.get_timing_digest()
+            }
+            fn get_read_pending_time(&self) -> std::time::Duration {
+                self.$field.get_read_pending_time()
+            }
+            fn get_write_pending_time(&self) -> std::time::Duration {
+                self.$field.get_write_pending_time()
+            }
+        }
 
-impl GetProxyDigest for GuardedStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest);
-    }
-}
+        impl pingora::protocols::GetProxyDigest for $ty {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+                self.$field.get_proxy_digest()
+            }
+            fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+                self.$field.set_proxy_digest(digest);
+            }
+        }
 
-impl GetSocketDigest for GuardedStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.inner.set_socket_digest(socket_digest);
-    }
+        impl pingora::protocols::GetSocketDigest for $ty {
+            fn get_socket_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora::protocols::SocketDigest>> {
+                self.$field.get_socket_digest()
+            }
+            fn set_socket_digest(&mut self, socket_digest: pingora::protocols::SocketDigest) {
+                self.$field.set_socket_digest(socket_digest);
+            }
+        }
+    };
 }
+pub(crate) use forward_stream_properties;
+
+forward_stream_properties!(GuardedStream, inner);
 
 #[async_trait]
 impl Peek for GuardedStream {

@@ -24,12 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::{SslDigest, TlsRef};
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora::protocols::{Peek, Stream};
 use pingora::tls::ssl::{self, AlpnError, SslAcceptor, SslFiletype, SslMethod, SslRef};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -157,60 +152,7 @@ impl AsyncWrite for Plain {
     }
 }
 
-#[async_trait]
-impl Shutdown for Plain {
-    async fn shutdown(&mut self) {
-        self.0.shutdown().await;
-    }
-}
-
-impl UniqueID for Plain {
-    fn id(&self) -> UniqueIDType {
-        self.0.id()
-    }
-}
-
-impl Ssl for Plain {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.0.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.0.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.0.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for Plain {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.0.get_timing_digest()
-    }
-    fn get_read_pending_time(&self) -> Duration {
-        self.0.get_read_pending_time()
-    }
-    fn get_write_pending_time(&self) -> Duration {
-        self.0.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for Plain {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.0.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.0.set_proxy_digest(digest);
-    }
-}
-
-impl GetSocketDigest for Plain {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.0.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.0.set_socket_digest(socket_digest);
-    }
-}
+crate::connections::forward_stream_properties!(Plain, 0);
 
 #[async_trait]
 impl Peek for Plain {
