@@ -202,7 +202,7 @@ fn init_logging() {
         .with_writer(std::io::stdout)
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
-        .with(gateway::pingora_log::QuietPingora::new(verbose))
+        .with(gateway::pingora_log::QuietPingora::installed(verbose))
         .with(json)
         .try_init();
 }

@@ -50,6 +50,21 @@ impl QuietPingora {
     pub fn new(verbose: bool) -> Self {
         Self { verbose }
     }
+
+    /// The layer as it is installed: behind a per-layer `ERROR` filter, so that it sees only
+    /// the lines it may drop and, above all, so that it does not widen the process's maximum
+    /// log level. A plain layer has no level hint, which makes the whole stack's hint "none":
+    /// `tracing` then evaluates every `debug!` and `trace!` callsite at run time, and the
+    /// `log` bridge sets `log::max_level` to `TRACE`, so each of Pingora's per-request
+    /// `debug!` lines became a dispatched record (about 2 µs of a request's CPU, measured with
+    /// `perf` under `benches/load.sh`'s mix). Behind the filter the stack's hint is the log
+    /// filter's own level.
+    pub fn installed<S>(verbose: bool) -> impl Layer<S>
+    where
+        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        Self::new(verbose).with_filter(tracing_subscriber::filter::LevelFilter::ERROR)
+    }
 }
 
 /// The start of an event's `message` field (enough to recognise it, bounded in size) and, for
@@ -168,7 +183,7 @@ mod tests {
         let before = counter.get();
         let kept = Keep::default();
         let subscriber = tracing_subscriber::registry()
-            .with(QuietPingora::new(false))
+            .with(QuietPingora::installed(false))
             .with(kept.clone());
         tracing::subscriber::with_default(subscriber, || {
             // As the `log` bridge delivers Pingora's lines: target `log`, the real one a field.
@@ -194,12 +209,37 @@ mod tests {
         let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let kept = Keep::default();
         let subscriber = tracing_subscriber::registry()
-            .with(QuietPingora::new(true))
+            .with(QuietPingora::installed(true))
             .with(kept.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
         });
         assert_eq!(kept.0.lock().unwrap().len(), 1);
+    }
+
+    /// The stack the binary installs keeps the log filter's level as the process's maximum:
+    /// below it, `debug!` and `trace!` callsites (Pingora's per-request lines through the
+    /// `log` bridge among them) are skipped by a level comparison instead of being evaluated.
+    #[test]
+    fn the_installed_layer_keeps_the_log_filters_level_as_the_maximum() {
+        use tracing::level_filters::LevelFilter;
+        use tracing_subscriber::EnvFilter;
+        for (filter, level) in [
+            ("warn", LevelFilter::WARN),
+            ("info", LevelFilter::INFO),
+            ("gateway=debug,warn", LevelFilter::DEBUG),
+            ("off", LevelFilter::ERROR),
+        ] {
+            let stack = tracing_subscriber::registry()
+                .with(QuietPingora::installed(false))
+                .with(Keep::default().with_filter(EnvFilter::new(filter)));
+            assert_eq!(stack.max_level_hint(), Some(level), "{filter}");
+        }
+        // As the layer was installed before: no hint, so nothing could be skipped.
+        let bare = tracing_subscriber::registry()
+            .with(QuietPingora::new(false))
+            .with(Keep::default().with_filter(EnvFilter::new("warn")));
+        assert_eq!(bare.max_level_hint(), None);
     }
 
     #[test]
