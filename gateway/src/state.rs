@@ -106,7 +106,7 @@ pub struct Provider {
     /// Base path without trailing slash (`""` or `/openai`).
     pub base_path: String,
     /// The credential header to inject, prebuilt (`None` when the provider has no key).
-    pub auth: Option<(http::HeaderName, HeaderValue)>,
+    pub auth: Option<(&'static http::HeaderName, HeaderValue)>,
     /// A key is configured but optional and not set: requests get 503 until it is.
     pub key_missing: bool,
     /// Connect timeout.
@@ -389,18 +389,20 @@ fn build_provider(
     let auth = match secret {
         None => None,
         Some(secret) => {
+            static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
             let (name, value) = match p.kind {
-                ProviderKind::Anthropic => ("x-api-key", secret.expose().to_owned()),
-                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                    ("authorization", format!("Bearer {}", secret.expose()))
-                }
+                ProviderKind::Anthropic => (&X_API_KEY, secret.expose().to_owned()),
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible => (
+                    &http::header::AUTHORIZATION,
+                    format!("Bearer {}", secret.expose()),
+                ),
             };
             let mut value =
                 HeaderValue::from_str(&value).map_err(|_| BuildError::SecretNotHeaderSafe {
                     field: key_field.to_owned(),
                 })?;
             value.set_sensitive(true);
-            Some((http::HeaderName::from_static(name), value))
+            Some((name, value))
         }
     };
 

@@ -341,6 +341,11 @@ impl RequestGov {
         self.meter = Some(UsageMeter::new(dialect, strip));
     }
 
+    /// How many rate-limit headers [`Self::on_response_head`] adds.
+    pub fn response_header_count(&self) -> usize {
+        self.grant.headers.count()
+    }
+
     /// The response head: `x-ratelimit-*` for a limited key or project; metering decided.
     pub fn on_response_head(&mut self, resp: &mut ResponseHeader) -> pingora::Result<()> {
         self.grant.headers.apply(resp)?;

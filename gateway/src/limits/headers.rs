@@ -1,6 +1,6 @@
 //! OpenAI-style rate-limit headers: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
 /// One limit as a client sees it.
@@ -32,38 +32,41 @@ impl RateHeaders {
         })
     }
 
+    /// How many headers [`Self::apply`] adds.
+    pub fn count(&self) -> usize {
+        3 * (usize::from(self.requests.is_some()) + usize::from(self.tokens.is_some()))
+    }
+
     /// Adds the headers to a response head.
     pub fn apply(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
-        // Names as static strings and numbers written straight into the header value: no
-        // `format!` per header on every response.
-        let names = [
-            (
-                self.requests,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ],
-            ),
-            (
-                self.tokens,
-                [
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ],
-            ),
-        ];
-        for (trio, [limit, remaining, reset]) in names {
+        // Names built once and numbers written straight into the header value: no name is
+        // parsed and no `format!` runs per header on every response.
+        for (trio, [limit, remaining, reset]) in
+            [(self.requests, &REQUEST_NAMES), (self.tokens, &TOKEN_NAMES)]
+        {
             if let Some(t) = trio {
-                h.insert_header(limit, HeaderValue::from(t.limit))?;
-                h.insert_header(remaining, HeaderValue::from(t.remaining))?;
-                h.insert_header(reset, reset_text(t.reset_ms))?;
+                h.insert_static_header(limit, HeaderValue::from(t.limit))?;
+                h.insert_static_header(remaining, HeaderValue::from(t.remaining))?;
+                let reset_value = HeaderValue::try_from(reset_text(t.reset_ms)).map_err(|_| {
+                    pingora::Error::explain(pingora::ErrorType::InternalError, "reset header value")
+                })?;
+                h.insert_static_header(reset, reset_value)?;
             }
         }
         Ok(())
     }
 }
+
+static REQUEST_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+static TOKEN_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// A duration in OpenAI's header style: `250ms`, `17s`, `1m0s`.
 pub fn reset_text(ms: u64) -> String {
@@ -107,6 +110,48 @@ fn push_decimal(out: &mut String, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The headers reach the wire spelled as OpenAI spells them, replacing any the provider
+    /// sent, on a head that preserves the provider's header case (as Pingora parses one).
+    #[test]
+    fn the_headers_are_written_on_the_wire_replacing_the_providers() {
+        let mut h = ResponseHeader::build(200, Some(2)).unwrap();
+        h.append_header("Content-Type", "application/json").unwrap();
+        h.append_header("X-RateLimit-Limit-Requests", "7").unwrap();
+        let headers = RateHeaders {
+            requests: Some(Trio {
+                limit: 600,
+                remaining: 599,
+                reset_ms: 100,
+            }),
+            tokens: Some(Trio {
+                limit: 200_000,
+                remaining: 199_000,
+                reset_ms: 61_000,
+            }),
+        };
+        assert_eq!(headers.count(), 6);
+        h.reserve_headers(headers.count()).unwrap();
+        headers.apply(&mut h).unwrap();
+        let mut wire = Vec::new();
+        h.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        let mut lines: Vec<&str> = wire.split("\r\n").filter(|l| !l.is_empty()).collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "Content-Type: application/json",
+                "x-ratelimit-limit-requests: 600",
+                "x-ratelimit-limit-tokens: 200000",
+                "x-ratelimit-remaining-requests: 599",
+                "x-ratelimit-remaining-tokens: 199000",
+                "x-ratelimit-reset-requests: 100ms",
+                "x-ratelimit-reset-tokens: 1m1s",
+            ]
+        );
+        assert_eq!(RateHeaders::default().count(), 0);
+    }
 
     #[test]
     fn reset_is_written_like_openai() {

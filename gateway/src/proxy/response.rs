@@ -2,25 +2,34 @@
 //! OpenAI-shaped errors (502 on connect/reset, 504 on timeout).
 
 use bytes::Bytes;
+use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
+use super::upstream::{request_id_value, X_REQUEST_ID};
 use super::Gateway;
+
+static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Puts the gateway's request id on the response head. A provider's own id (OpenAI and
 /// Anthropic send one; support asks for it) moves to `x-upstream-request-id`.
 pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingora::Result<()> {
     // The provider's server software is its business, not the client's.
-    resp.remove_header("server");
-    if let Some(upstream_id) = resp.remove_header("x-request-id") {
+    if resp.headers.contains_key(header::SERVER) {
+        resp.remove_header(&header::SERVER);
+    }
+    // Room for every header added below at once (names built once: see vendor/pingora-http).
+    let rate_headers = ctx.gov.as_ref().map_or(0, |g| g.response_header_count());
+    resp.reserve_headers(2 + rate_headers)?;
+    if let Some(upstream_id) = resp.remove_header(&X_REQUEST_ID) {
         if upstream_id.as_bytes() != ctx.request_id.as_bytes() {
-            resp.insert_header("x-upstream-request-id", upstream_id)?;
+            resp.insert_static_header(&X_UPSTREAM_REQUEST_ID, upstream_id)?;
         }
     }
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_static_header(&X_REQUEST_ID, request_id_value(&ctx.request_id)?)?;
     if let Some(gov) = ctx.gov.as_mut() {
         gov.on_response_head(resp)?;
     }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use gateway_schema::ProviderKind;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
@@ -36,6 +36,14 @@ static CLIENT_CREDENTIALS: [HeaderName; 6] = [
 
 /// Default `anthropic-version` when the client sent none.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
+static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+/// The gateway's request id, sent upstream and to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id as a header value (it is minted or checked to be header-safe on arrival).
+pub fn request_id_value(id: &str) -> pingora::Result<HeaderValue> {
+    HeaderValue::from_str(id).map_err(|_| internal("request id is not header-safe"))
+}
 
 fn internal(msg: &'static str) -> Box<Error> {
     Error::explain(ErrorType::InternalError, msg)
@@ -106,21 +114,31 @@ pub fn upstream_request_filter(
             .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
         req.set_uri(uri);
     }
-    req.insert_header("host", p.host_header.clone())?;
+    // Names built once, and room made for all of them at once (see vendor/pingora-http).
+    req.reserve_headers(6)?;
+    req.insert_static_header(&header::HOST, p.host_header.clone())?;
     if let Some((name, value)) = &p.auth {
-        req.insert_header(name.clone(), value.clone())?;
+        req.insert_static_header(name, value.clone())?;
     }
     if p.kind == ProviderKind::Anthropic && !ctx.has_anthropic_version {
-        req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+        req.insert_static_header(
+            &ANTHROPIC_VERSION_HEADER,
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        )?;
     }
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    req.insert_static_header(&X_REQUEST_ID, request_id_value(&ctx.request_id)?)?;
     // Usage is counted (and object ids read) from the response: ask for it uncompressed
     // (gzip is decoded anyway for usage; ownership treats it as unreadable).
-    req.insert_header("accept-encoding", "identity")?;
+    req.insert_static_header(
+        &header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    )?;
 
     if let Some(body) = &ctx.body {
-        req.remove_header("transfer-encoding");
-        req.insert_header("content-length", body.len().to_string())?;
+        if req.headers.contains_key(header::TRANSFER_ENCODING) {
+            req.remove_header(&header::TRANSFER_ENCODING);
+        }
+        req.insert_static_header(&header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
     }
     // Each upstream attempt (retries included) gets the whole buffered body once.
     ctx.body_emitted = false;
