@@ -59,6 +59,8 @@ pub struct ConnMetrics {
     pub timeouts: IntCounterVec,
     /// Connections the client dropped in the middle of a request head, by listener.
     pub disconnects: IntCounterVec,
+    /// Requests whose client went away before the response was complete, by listener.
+    pub aborts: IntCounterVec,
     /// Connections refused at accept, by listener and reason (`listener_cap`, `source_cap`).
     pub refused: IntCounterVec,
     /// Connections open now, by listener.
@@ -86,6 +88,13 @@ impl ConnMetrics {
             ),
             &["listener"],
         )?;
+        let aborts = IntCounterVec::new(
+            Opts::new(
+                "gateway_client_aborts_total",
+                "Requests whose client went away (closed, reset, stopped reading) before the response was complete, by listener",
+            ),
+            &["listener"],
+        )?;
         let refused = IntCounterVec::new(
             Opts::new(
                 "gateway_connections_refused_total",
@@ -102,6 +111,7 @@ impl ConnMetrics {
         )?;
         registry.register(Box::new(timeouts.clone()))?;
         registry.register(Box::new(disconnects.clone()))?;
+        registry.register(Box::new(aborts.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         let tls_handshake_errors = IntCounter::new(
             "gateway_tls_handshake_errors_total",
@@ -117,6 +127,7 @@ impl ConnMetrics {
         Ok(Self {
             timeouts,
             disconnects,
+            aborts,
             refused,
             open,
             tls_handshake_errors,

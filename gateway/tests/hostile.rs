@@ -558,3 +558,44 @@ async fn a_tls_handshake_is_cut_at_the_head_deadline_and_counted() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that cancels its requests (closes the connection while the provider is still
+/// working, or after the first bytes of a stream) costs an ERROR line per request in stock
+/// Pingora, with the request's path. It is counted instead, and logged at debug level; the
+/// gateway goes on serving.
+#[tokio::test]
+async fn clients_that_cancel_their_requests_are_counted_and_not_logged_at_error() {
+    let up = MockUpstream::start().await;
+    let gw = GatewayProc::start_with(&standard_config(up.addr), &server("")).await;
+    // Gone while the provider takes its time over the response head.
+    for _ in 0..3 {
+        let mut s = connect(gw.port).await;
+        s.write_all(chat_head("/v1/chat/completions", "x-mock-sleep-ms: 600\r\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(s);
+    }
+    // Gone in the middle of a slow stream.
+    let r = slow_chat_stream(gw.url("/v1/chat/completions"), 300).await;
+    assert_eq!(r.status(), 200);
+    drop(r);
+    let name = "gateway_client_aborts_total{listener=\"proxy\"}";
+    let mut counted = 0.0;
+    for _ in 0..60 {
+        counted = metric(&gw.metrics().await, name);
+        if counted >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 4.0, "{}", gw.logs());
+    no_error_lines(&gw);
+    // Still serving, and nothing else was counted as an abort.
+    let mut s = connect(gw.port).await;
+    s.write_all(chat_head("/v1/chat/completions", "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200);
+    assert_eq!(metric(&gw.metrics().await, name), 4.0);
+}

@@ -150,6 +150,28 @@ impl ProxyHttp for Gateway {
         )
     }
 
+    /// A client that went away before its response was complete (closed, reset, or stopped
+    /// reading) is not a server error: Pingora would log an ERROR line per such request
+    /// (`Fail to proxy: Downstream ConnectionClosed ...`, with the request's path), so a
+    /// client that cancels requests in a loop would flood the log. It is counted in
+    /// `gateway_client_aborts_total` and logged at debug level; its access-log line still
+    /// says `error`. Every other failure keeps Pingora's ERROR line.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &pingora::Error) -> bool {
+        let client_gone = response::classify(e).is_none();
+        if client_gone {
+            tracing::debug!(
+                request_id = %ctx.request_id,
+                error = e.etype().as_str(),
+                "client went away before the response was complete"
+            );
+            self.conn_metrics
+                .aborts
+                .with_label_values(&[self.listener])
+                .inc();
+        }
+        client_gone
+    }
+
     async fn logging(
         &self,
         session: &mut Session,
