@@ -41,9 +41,11 @@ fi
 
 # `cargo metadata` (under cargo-deny) needs every locked crate's manifest, for every platform.
 cargo fetch --locked >/dev/null
-# The vendored pingora-proxy must be the path crate, never a registry copy.
-if awk '/^name = "pingora-proxy"$/{p=1;next} p&&/^source = /{print;exit} /^$/{p=0}' Cargo.lock | grep -q .; then
-  die "Cargo.lock resolves pingora-proxy from a registry, not vendor/pingora-proxy"
-fi
+# The vendored crates must be the path crates, never registry copies.
+for crate in pingora-proxy pingora-http; do
+  if awk -v n="name = \"$crate\"" '$0==n{p=1;next} p&&/^source = /{print;exit} /^$/{p=0}' Cargo.lock | grep -q .; then
+    die "Cargo.lock resolves $crate from a registry, not vendor/$crate"
+  fi
+done
 # --frozen: --locked and --offline (no advisory-db, index or crate fetch).
 cargo deny --frozen check --show-stats advisories bans licenses sources
