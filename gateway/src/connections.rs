@@ -387,9 +387,7 @@ pub struct GuardedStream {
     _permit: Permit,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
-    head_bytes: usize,
-    newlines: u8,
-    line_done: bool,
+    head: HeadCount,
     /// The first bytes of the connection (to recognise the HTTP/2 preface).
     prefix: [u8; 14],
     prefix_len: usize,
@@ -426,9 +424,7 @@ impl GuardedStream {
             _permit: permit,
             phase,
             deadline,
-            head_bytes: 0,
-            newlines: 0,
-            line_done: false,
+            head: HeadCount::default(),
             prefix: [0; 14],
             prefix_len: 0,
             last_write: None,
@@ -438,9 +434,7 @@ impl GuardedStream {
 
     fn start_head(&mut self) {
         self.phase = Phase::Head;
-        self.head_bytes = 0;
-        self.newlines = 0;
-        self.line_done = false;
+        self.head = HeadCount::default();
         let at = tokio::time::Instant::now() + self.shared.limits.head_timeout;
         self.deadline.as_mut().reset(at);
     }
@@ -460,7 +454,7 @@ impl GuardedStream {
 
     /// Watches `bytes` just read. Returns the verdict when the head broke a cap.
     fn scan(&mut self, bytes: &[u8]) -> Option<HeadLimit> {
-        let mut rest = bytes;
+        let rest = bytes;
         if self.phase == Phase::AwaitNext && !rest.is_empty() {
             self.start_head();
         }
@@ -478,30 +472,81 @@ impl GuardedStream {
                 return None;
             }
         }
-        let max = self.shared.limits.max_head_bytes;
-        while let Some((&b, tail)) = rest.split_first() {
-            rest = tail;
-            self.head_bytes += 1;
-            if b == b'\n' {
-                self.line_done = true;
-                self.newlines += 1;
-                // An empty line ends the head (CRLF CRLF, or bare LF LF as httparse allows).
-                if self.newlines == 2 {
-                    self.phase = Phase::Body;
-                    return None;
+        match self.head.feed(rest, self.shared.limits.max_head_bytes) {
+            HeadFeed::More => None,
+            HeadFeed::Complete => {
+                self.phase = Phase::Body;
+                None
+            }
+            HeadFeed::Over(limit) => Some(limit),
+        }
+    }
+}
+
+/// Where a request head stands, counted as its bytes arrive in any pieces: bytes so far,
+/// whether the request line is done, and newlines in a row (with only `\r` between them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct HeadCount {
+    bytes: usize,
+    newlines: u8,
+    line_done: bool,
+}
+
+/// What [`HeadCount::feed`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadFeed {
+    /// No end yet, under the cap.
+    More,
+    /// An empty line ended the head (the bytes after it are the body's).
+    Complete,
+    /// The head passed `max` bytes: in the request line (URI too long) or after it.
+    Over(HeadLimit),
+}
+
+impl HeadCount {
+    /// Counts `bytes`. An empty line ends the head: CRLF CRLF, or bare LF LF as httparse
+    /// allows. The head may not pass `max` bytes unless its very last byte is the one that
+    /// ends it. Jumps from newline to newline (`memchr`) instead of looking at every byte: a
+    /// head is a few hundred bytes per request.
+    fn feed(&mut self, mut rest: &[u8], max: usize) -> HeadFeed {
+        loop {
+            let Some(i) = memchr::memchr(b'\n', rest) else {
+                if rest.iter().any(|&b| b != b'\r') {
+                    self.newlines = 0;
                 }
-            } else if b != b'\r' {
+                self.bytes += rest.len();
+                return if self.bytes > max {
+                    HeadFeed::Over(self.over())
+                } else {
+                    HeadFeed::More
+                };
+            };
+            // Past the cap before this newline: the line it ends is what broke it.
+            if self.bytes + i > max {
+                return HeadFeed::Over(self.over());
+            }
+            if rest[..i].iter().any(|&b| b != b'\r') {
                 self.newlines = 0;
             }
-            if self.head_bytes > max {
-                return Some(if self.line_done {
-                    HeadLimit::TooLarge
-                } else {
-                    HeadLimit::UriTooLong
-                });
+            self.bytes += i + 1;
+            self.line_done = true;
+            self.newlines += 1;
+            if self.newlines == 2 {
+                return HeadFeed::Complete;
             }
+            if self.bytes > max {
+                return HeadFeed::Over(HeadLimit::TooLarge);
+            }
+            rest = &rest[i + 1..];
         }
-        None
+    }
+
+    fn over(&self) -> HeadLimit {
+        if self.line_done {
+            HeadLimit::TooLarge
+        } else {
+            HeadLimit::UriTooLong
+        }
     }
 }
 
@@ -719,6 +764,99 @@ pub fn raise_nofile_limit() -> Option<u64> {
             rlimit::getrlimit(rlimit::Resource::NOFILE)
                 .ok()
                 .map(|(soft, _)| soft)
+        }
+    }
+}
+
+#[cfg(test)]
+mod head_count_tests {
+    use super::*;
+
+    /// The rule, one byte at a time (as the guard counted before it jumped between newlines).
+    fn bytewise(state: &mut HeadCount, bytes: &[u8], max: usize) -> HeadFeed {
+        for &b in bytes {
+            state.bytes += 1;
+            if b == b'\n' {
+                state.line_done = true;
+                state.newlines += 1;
+                if state.newlines == 2 {
+                    return HeadFeed::Complete;
+                }
+            } else if b != b'\r' {
+                state.newlines = 0;
+            }
+            if state.bytes > max {
+                return HeadFeed::Over(state.over());
+            }
+        }
+        HeadFeed::More
+    }
+
+    /// Feeds `input` in the given pieces to both; they must agree on every piece's verdict
+    /// (and, while the head goes on, on the state carried to the next piece).
+    fn agree(input: &[u8], cuts: &[usize], max: usize) {
+        let (mut fast, mut slow) = (HeadCount::default(), HeadCount::default());
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&input.len())) {
+            let piece = &input[start..end.max(start)];
+            let (a, b) = (fast.feed(piece, max), bytewise(&mut slow, piece, max));
+            assert_eq!(
+                a,
+                b,
+                "{:?} cut at {cuts:?}, max {max}",
+                String::from_utf8_lossy(input)
+            );
+            if a != HeadFeed::More {
+                return;
+            }
+            assert_eq!(fast, slow);
+            start = end.max(start);
+        }
+    }
+
+    #[test]
+    fn heads_end_and_overflow_exactly_where_the_bytewise_rule_says() {
+        let heads: [&[u8]; 7] = [
+            b"GET /v1/models HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer k\r\n\r\nbody",
+            b"GET / HTTP/1.1\nhost: gw\n\nrest",
+            b"GET / HTTP/1.1\r\nx: \r\r\n\r\r\n",
+            b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+            b"\r\n\r\n",
+            b"\n\n",
+            b"GET / HTTP/1.1\r\nx: 1\r\ny: 2\r\n",
+        ];
+        for head in heads {
+            for max in [0, 1, 5, 14, 15, 16, 17, 20, 26, 27, 28, 40, 60, 1000] {
+                agree(head, &[], max);
+                for cut in 0..=head.len() {
+                    agree(head, &[cut], max);
+                    agree(head, &[cut, (cut + 3).min(head.len())], max);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_heads_in_random_pieces_agree_with_the_bytewise_rule() {
+        // A fixed-seed generator: bytes drawn mostly from the ones that matter.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"\r\n\r\nab: ";
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let mut cuts: Vec<usize> = (0..next() % 4)
+                .map(|_| (next() % (len as u64 + 1)) as usize)
+                .collect();
+            cuts.sort_unstable();
+            agree(&input, &cuts, (next() % 40) as usize);
         }
     }
 }
