@@ -13,14 +13,12 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::errors::{write_reject, Reject};
 use super::{cache, models, Gateway};
+// Header names read on every request, prebuilt (a `&str` name is parsed on every lookup).
+use super::upstream::{ANTHROPIC_VERSION_HEADER as ANTHROPIC_VERSION, X_REQUEST_ID};
 use crate::body_model::BodyModel;
 use crate::routing::{self, Surface};
 use crate::state::ActiveConfig;
 use crate::{auth, body, default_provider, endpoints, isolation};
-
-/// Header names read on every request, prebuilt (a `&str` name is parsed on every lookup).
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-static ANTHROPIC_VERSION: http::HeaderName = http::HeaderName::from_static("anthropic-version");
 
 /// Returns `Ok(true)` when the gateway answered the request itself.
 pub async fn request_filter(

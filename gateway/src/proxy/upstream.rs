@@ -36,7 +36,7 @@ static CLIENT_CREDENTIALS: [HeaderName; 6] = [
 
 /// Default `anthropic-version` when the client sent none.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
-static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+pub static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 /// The gateway's request id, sent upstream and to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
