@@ -87,6 +87,25 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Polls the gateway's metric `name_and_labels` until it reaches `at_least` (for at most
+/// `tries` tenths of a second); returns its last value.
+async fn wait_for_metric(
+    gw: &GatewayProc,
+    name_and_labels: &str,
+    at_least: f64,
+    tries: u32,
+) -> f64 {
+    let mut value = 0.0;
+    for _ in 0..tries {
+        value = metric(&gw.metrics().await, name_and_labels);
+        if value >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    value
+}
+
 fn no_error_lines(gw: &GatewayProc) {
     let logs = gw.logs();
     let errors: Vec<&str> = logs
@@ -496,14 +515,7 @@ async fn failed_tls_handshakes_are_counted_and_not_logged_at_error() {
     plain.write_all(&models_request(false)).await.unwrap();
     let _ = read_to_close(&mut plain, Duration::from_secs(5)).await;
     drop(connect(gw.port).await);
-    let mut counted = 0.0;
-    for _ in 0..50 {
-        counted = metric(&gw.metrics().await, "gateway_tls_handshake_errors_total");
-        if counted >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let counted = wait_for_metric(&gw, "gateway_tls_handshake_errors_total", 2.0, 50).await;
     assert!(counted >= 2.0, "counted {counted}: {}", gw.logs());
     no_error_lines(&gw);
     assert!(!gw.logs().contains("handshake"), "{}", gw.logs());
@@ -581,14 +593,7 @@ async fn clients_that_cancel_their_requests_are_counted_and_not_logged_at_error(
     assert_eq!(r.status(), 200);
     drop(r);
     let name = "gateway_client_aborts_total{listener=\"proxy\"}";
-    let mut counted = 0.0;
-    for _ in 0..60 {
-        counted = metric(&gw.metrics().await, name);
-        if counted >= 4.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let counted = wait_for_metric(&gw, name, 4.0, 60).await;
     assert_eq!(counted, 4.0, "{}", gw.logs());
     no_error_lines(&gw);
     // Still serving, and nothing else was counted as an abort.
