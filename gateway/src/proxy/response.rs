@@ -18,9 +18,7 @@ static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-r
 /// Anthropic send one; support asks for it) moves to `x-upstream-request-id`.
 pub fn response_filter(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> pingora::Result<()> {
     // The provider's server software is its business, not the client's.
-    if resp.headers.contains_key(header::SERVER) {
-        resp.remove_header(&header::SERVER);
-    }
+    resp.remove_header(&header::SERVER);
     // Room for every header added below at once (names built once: see vendor/pingora-http).
     let rate_headers = ctx.gov.as_ref().map_or(0, |g| g.response_header_count());
     resp.reserve_headers(2 + rate_headers)?;

@@ -135,9 +135,7 @@ pub fn upstream_request_filter(
     )?;
 
     if let Some(body) = &ctx.body {
-        if req.headers.contains_key(header::TRANSFER_ENCODING) {
-            req.remove_header(&header::TRANSFER_ENCODING);
-        }
+        req.remove_header(&header::TRANSFER_ENCODING);
         req.insert_static_header(&header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
     }
     // Each upstream attempt (retries included) gets the whole buffered body once.
